@@ -1,0 +1,1 @@
+"""Diffusers integration for walkreg (installed as ``walkreg.pipelines``; needs ``pip install 'walkreg[diffusers]'``)."""

@@ -1,0 +1,1 @@
+"""The CRW trainer (installed as ``walkreg.train``; needs ``pip install 'walkreg[train]'``)."""

@@ -1,0 +1,249 @@
+"""The CRW walk encoder: the paper's stride-8 ResNet-18 trunk and its node-embedding head.
+
+Architecture (Jabri et al. 2020, official code ``code/resnet.py`` as described in the reference notes):
+ResNet-18 basic blocks ``[2, 2, 2, 2]``; stem conv (stride 2), max-pool (stride 2) and ``layer2`` (stride 2)
+keep their strides, every convolution in ``layer3`` and ``layer4`` runs at stride 1 without dilation, so the
+output stride is 8. Every convolution with padding uses reflect padding; the 1x1 shortcut convolutions and the
+max-pool keep zero padding. Training nodes go through ``layer4``, are mean-pooled per patch and projected by a
+``Linear(width, 128)`` head; dense test-time features are the L2-normalised output of ``layer3``.
+
+Module names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer3.0.downsample.0`` ...) under ``trunk.``,
+and the head is ``head``, so checkpoints of the official code map onto this module key by key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from safetensors.torch import load_file
+from torch import nn
+
+
+ARCHITECTURES: dict[str, tuple[int, int, int, int]] = {
+    # name -> channel widths of layer1..layer4
+    "resnet18": (64, 128, 256, 512),  # the paper's trunk
+    "resnet18-small": (16, 32, 64, 128),  # same topology at a quarter of the width, for CPU work
+}
+LAYERS = ("layer1", "layer2", "layer3", "layer4")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # test-time normalisation of the official code
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # train-time normalisation of the official code
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+WEIGHTS_NAME = "model.safetensors"
+
+
+def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Conv2d:
+    """Bias-free conv; reflect padding whenever the kernel needs padding (1x1 shortcuts get none)."""
+    pad = kernel // 2
+    return nn.Conv2d(in_ch, out_ch, kernel, stride, pad, bias=False, padding_mode="reflect" if pad else "zeros")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity or 1x1 projection shortcut (torchvision naming)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.conv1 = _conv(in_ch, out_ch, 3, stride)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = _conv(out_ch, out_ch, 3)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(_conv(in_ch, out_ch, 1, stride), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + shortcut)
+
+
+class ResNetTrunk(nn.Module):
+    """Stride-8 ResNet trunk: ``(N, 3, H, W)`` normalised pixels -> ``(N, C, ~H/8, ~W/8)`` for a chosen layer."""
+
+    def __init__(self, widths: tuple[int, int, int, int]):
+        super().__init__()
+        stem = widths[0]
+        self.conv1 = _conv(3, stem, 7, stride=2)
+        self.bn1 = nn.BatchNorm2d(stem)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        strides = (1, 2, 1, 1)  # layer3 and layer4 at stride 1: output stride 8
+        in_ch = stem
+        for name, width, stride in zip(LAYERS, widths, strides):
+            setattr(self, name, nn.Sequential(BasicBlock(in_ch, width, stride), BasicBlock(width, width, 1)))
+            in_ch = width
+        for module in self.modules():  # torchvision's ResNet initialisation
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor, layer: str = "layer4") -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for name in LAYERS:
+            x = getattr(self, name)(x)
+            if name == layer:
+                return x
+        raise ValueError(f"`layer` must be one of {LAYERS}, but is {layer!r}.")
+
+
+class CRWEncoder(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="walkreg",
+    tags=["contrastive-random-walk", "video-correspondence"],
+    repo_url="https://github.com/walkreg/walkreg",
+    paper_url="https://arxiv.org/abs/2006.14613",
+):
+    """Contrastive Random Walk encoder.
+
+    Args:
+        arch: trunk widths, one of ``ARCHITECTURES`` (``"resnet18"`` is the paper's).
+        feature_layer: trunk layer whose output :meth:`forward` returns (``"layer3"``, as in label propagation).
+        embed_dim: output size of the node head (128 in the paper).
+        mean, std: per-channel normalisation applied inside :meth:`forward` to frames in [0, 1].
+
+    Every argument is written to ``config.json`` by ``save_pretrained`` and restored by ``from_pretrained``.
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        feature_layer: str = "layer3",
+        embed_dim: int = 128,
+        mean: tuple[float, float, float] | list[float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] | list[float] = IMAGENET_STD,
+    ):
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"`arch` must be one of {sorted(ARCHITECTURES)}, but is {arch!r}.")
+        if feature_layer not in LAYERS:
+            raise ValueError(f"`feature_layer` must be one of {LAYERS}, but is {feature_layer!r}.")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"`mean` and `std` need 3 values each, with `std` > 0, but are {mean} and {std}.")
+        self.arch, self.feature_layer, self.embed_dim = arch, feature_layer, embed_dim
+        widths = ARCHITECTURES[arch]
+        self.trunk = ResNetTrunk(widths)
+        self.head = nn.Linear(widths[-1], embed_dim)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+    stride = 8  # feature cells per pixel, in both directions
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of :meth:`forward`'s output."""
+        return ARCHITECTURES[self.arch][LAYERS.index(self.feature_layer)]
+
+    def normalize(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(..., 3, H, W)`` in [0, 1] -> the same shape, mean/std-normalised with the config's constants."""
+        return (frames - self.mean.to(frames.dtype)) / self.std.to(frames.dtype)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Dense features of a clip.
+
+        Args:
+            frames: ``(B, T, 3, H, W)`` float RGB in [0, 1].
+
+        Returns:
+            ``(B, C, T, ceil(H/8), ceil(W/8))`` features of ``feature_layer``, L2-normalised over ``C``.
+        """
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"`frames` must have shape (B, T, 3, H, W), but got {tuple(frames.shape)}.")
+        if not frames.is_floating_point():
+            raise ValueError(f"`frames` must be float in [0, 1], but have dtype {frames.dtype}.")
+        b, t = frames.shape[:2]
+        maps = self.trunk(self.normalize(frames.flatten(0, 1)), self.feature_layer)
+        maps = F.normalize(maps, dim=1)
+        return maps.unflatten(0, (b, t)).transpose(1, 2)
+
+    def node_embeddings(self, patches: torch.Tensor) -> torch.Tensor:
+        """Training-time node embeddings, as the paper computes them.
+
+        Args:
+            patches: ``(B, T, N, 3, P, P)`` already-normalised patches (N nodes per frame).
+
+        Returns:
+            ``(B, embed_dim, T, N)``: trunk through ``layer4``, spatial mean per patch, head, L2 norm over channels.
+        """
+        if patches.ndim != 6 or patches.shape[3] != 3:
+            raise ValueError(f"`patches` must have shape (B, T, N, 3, P, P), but got {tuple(patches.shape)}.")
+        b, t, n = patches.shape[:3]
+        pooled = self.trunk(patches.flatten(0, 2), "layer4").mean(dim=(-2, -1))
+        nodes = F.normalize(self.head(pooled), dim=-1)
+        return nodes.view(b, t, n, -1).permute(0, 3, 1, 2)
+
+    def cell_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+        """Whole-frame training mode: every ``layer4`` feature cell is a node.
+
+        Args:
+            frames: ``(B, T, 3, H, W)`` already-normalised frames.
+
+        Returns:
+            ``(B, embed_dim, T, h * w)`` head embeddings of the cells, row-major, L2-normalised over channels.
+        """
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"`frames` must have shape (B, T, 3, H, W), but got {tuple(frames.shape)}.")
+        b, t = frames.shape[:2]
+        maps = self.trunk(frames.flatten(0, 1), "layer4")  # (B*T, C, h, w)
+        nodes = F.normalize(self.head(maps.flatten(2).transpose(1, 2)), dim=-1)  # (B*T, h*w, D)
+        return nodes.view(b, t, -1, nodes.shape[-1]).permute(0, 3, 1, 2)
+
+    # -- serialisation ------------------------------------------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write ``model.safetensors`` through a temporary name, so an interrupted save leaves no half file."""
+        from safetensors.torch import save_model
+
+        target = Path(save_directory) / WEIGHTS_NAME
+        tmp = target.with_name(target.name + ".tmp")
+        save_model(self, str(tmp))
+        os.replace(tmp, target)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs):
+        """Load a local encoder directory strictly; the error names every missing and unexpected key."""
+        directory = Path(model_id)
+        if not directory.is_dir():
+            raise FileNotFoundError(
+                f"`pretrained_model_name_or_path` must be a local encoder directory, but {str(directory)!r} is not one "
+                "(walkreg loads offline; download weights first)."
+            )
+        weights = directory / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"Encoder directory {str(directory)!r} has no {WEIGHTS_NAME}.")
+        model_kwargs = {k: v for k, v in kwargs.items() if k in ("arch", "feature_layer", "embed_dim", "mean", "std")}
+        model = cls(**model_kwargs)
+        try:
+            state = load_file(str(weights), device=str(map_location))
+        except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+            raise ValueError(f"Cannot read encoder weights {str(weights)!r}: {err}") from err
+        load_state_dict_strict(model, state, source=str(directory), strict=strict)
+        return model.eval()
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:
+    """``model.load_state_dict`` with a readable error naming missing keys, unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
+    problems = []
+    if missing and strict:
+        problems.append(f"missing {len(missing)} keys: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected and strict:
+        problems.append(
+            f"{len(unexpected)} unexpected keys: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+        )
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches (checkpoint vs model): {', '.join(mismatched[:8])}")
+    if problems:
+        raise ValueError(f"Checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(problems) + ".")
+    model.load_state_dict(state, strict=strict)

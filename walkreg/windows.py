@@ -1,0 +1,105 @@
+"""Tiled local windows: radius-restricted affinities on a feature grid without an ``N x N`` matrix.
+
+The ``h x w`` grid is cut into ``tile x tile`` query tiles. A tile's key window is the tile grown by the largest
+offset that a radius allows, so every key a cell of the tile may reach lies inside it; cells farther than the
+radius (Euclidean, strictly less than ``radius`` is kept) and cells outside the frame are masked to ``-inf``.
+Per tile, affinities are one small matrix product, so the cost is ``N * window`` instead of ``N * N``.
+
+Cells are indexed row-major (``y * w + x``); index ``N`` is a sentinel for padding that callers map to zeros.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class LocalWindows:
+    """Index tables for tiling an ``height x width`` grid with neighbourhoods of a given radius.
+
+    Attributes:
+        num_cells: ``N = height * width``.
+        num_tiles: number of query tiles.
+        tile_cells: ``S = tile * tile`` query slots per tile (slots past the grid edge are padding).
+        window_size: ``W = (tile + 2 * margin) ** 2`` key slots per tile.
+        query_index: ``(num_tiles, S)`` long, cell of each query slot (``N`` for padding).
+        key_index: ``(num_tiles, W)`` long, cell of each key slot (``N`` for padding).
+        mask: ``(num_tiles, S, W)`` bool, True where the key is inside the frame and within the radius.
+    """
+
+    def __init__(self, height: int, width: int, radius: float, tile: int = 8, device: torch.device | str | None = None):
+        if not radius > 0:
+            raise ValueError(f"`radius` must be > 0 feature cells, but is {radius}.")
+        if tile < 1:
+            raise ValueError(f"`tile` must be >= 1, but is {tile}.")
+        self.height, self.width, self.radius, self.tile = height, width, radius, tile
+        self.num_cells = height * width
+        margin = math.ceil(radius) - 1  # the largest integer offset d with |d| < radius
+        side = tile + 2 * margin
+        tiles_y, tiles_x = math.ceil(height / tile), math.ceil(width / tile)
+        self.num_tiles, self.tile_cells, self.window_size = tiles_y * tiles_x, tile * tile, side * side
+
+        def cells(top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+            """``(tiles_y, tiles_x)`` corners -> ``(num_tiles, size * size)`` cell indices, ``N`` outside."""
+            offs = torch.arange(size, device=device)
+            ys = (top[:, None, None, None] + offs[None, None, :, None]).expand(tiles_y, tiles_x, size, size)
+            xs = (left[None, :, None, None] + offs[None, None, None, :]).expand(tiles_y, tiles_x, size, size)
+            inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+            return torch.where(inside, ys * width + xs, self.num_cells).reshape(tiles_y * tiles_x, size * size)
+
+        top = torch.arange(tiles_y, device=device) * tile
+        left = torch.arange(tiles_x, device=device) * tile
+        self.query_index = cells(top, left, tile)
+        self.key_index = cells(top - margin, left - margin, side)
+
+        q = torch.arange(tile, device=device)
+        k = torch.arange(side, device=device) - margin
+        dy = k[None, :, None, None] - q[:, None, None, None]  # (tile, side, 1, 1): key row - query row
+        dx = k[None, None, None, :] - q[None, None, :, None]  # (1, 1, tile, side)
+        near = (dy**2 + dx**2) < radius**2  # (qy, ky, qx, kx)
+        near = near.permute(0, 2, 1, 3).reshape(self.tile_cells, self.window_size)
+        self.mask = near[None] & (self.key_index < self.num_cells)[:, None, :]
+
+        valid = self.query_index.flatten() < self.num_cells
+        slot_of_cell = torch.empty(self.num_cells, dtype=torch.long, device=device)
+        slot_of_cell[self.query_index.flatten()[valid]] = torch.nonzero(valid).squeeze(1)
+        self.slot_of_cell = slot_of_cell  # (N,) position of each cell in the flattened (tiles, S) layout
+
+    def tile_chunks(self, max_tiles: int) -> list[slice]:
+        """Consecutive tile ranges of at most ``max_tiles`` tiles."""
+        return [slice(i, min(i + max_tiles, self.num_tiles)) for i in range(0, self.num_tiles, max_tiles)]
+
+    @staticmethod
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        """``(B, L, h, w)`` -> ``(B, L, N + 1)`` with a zero sentinel column at index ``N``."""
+        flat = x.flatten(2)
+        return torch.cat([flat, flat.new_zeros(*flat.shape[:2], 1)], dim=2)
+
+    def queries(self, padded: torch.Tensor, tiles: slice = slice(None)) -> torch.Tensor:
+        """``(B, C, N + 1)`` padded grid -> ``(B, C, tiles, S)`` query slots of the chosen tiles."""
+        return padded[:, :, self.query_index[tiles]]
+
+    def window_similarities(self, queries: torch.Tensor, padded_key: torch.Tensor, tiles: slice = slice(None)) -> torch.Tensor:
+        """Masked dot products of each query slot with its tile's key window.
+
+        Args:
+            queries: ``(B, C, tiles, S)`` from :meth:`queries`.
+            padded_key: ``(B, C, N + 1)`` padded key grid.
+
+        Returns:
+            ``(B, tiles, S, W)``; ``-inf`` outside the frame or the radius.
+        """
+        keys = padded_key[:, :, self.key_index[tiles]]  # (B, C, tiles, W)
+        sims = torch.einsum("bcts,bctw->btsw", queries, keys)
+        return sims.masked_fill(~self.mask[tiles], float("-inf"))
+
+    def key_cells(self, slots: torch.Tensor, tiles: slice = slice(None)) -> torch.Tensor:
+        """Window slots ``(B, tiles, S, k)`` -> key cell indices of the same shape (``N`` for padding)."""
+        table = self.key_index[tiles]
+        b, t, s, k = slots.shape
+        return table[None, :, None, :].expand(b, t, s, -1).gather(-1, slots)
+
+    def to_cells(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, tiles, S, ...)`` over all tiles -> ``(B, N, ...)`` in cell order (padding slots dropped)."""
+        return x.flatten(1, 2)[:, self.slot_of_cell]

@@ -14,6 +14,7 @@ and the head is ``head``, so checkpoints of the official code map onto this modu
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
@@ -162,6 +163,28 @@ class CRWEncoder(
         maps = self.trunk(self.normalize(frames.flatten(0, 1)), self.feature_layer)
         maps = F.normalize(maps, dim=1)
         return maps.unflatten(0, (b, t)).transpose(1, 2)
+
+    @torch.no_grad()
+    def iter_features(self, frames: Iterable[torch.Tensor], chunk_size: int = 4) -> Iterator[torch.Tensor]:
+        """Stream dense features of a clip, ``chunk_size`` frames per forward pass (no gradients).
+
+        Args:
+            frames: iterable of ``(3, H, W)`` float frames in [0, 1] (e.g. :func:`walkreg.video.iter_frames`).
+
+        Yields:
+            ``(1, C, ceil(H/8), ceil(W/8))`` L2-normalised features per frame, in order, on the encoder's device.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"`chunk_size` must be >= 1, but is {chunk_size}.")
+        device = self.mean.device
+        batch: list[torch.Tensor] = []
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) == chunk_size:
+                yield from self(torch.stack(batch).to(device)[None]).unbind(2)
+                batch = []
+        if batch:
+            yield from self(torch.stack(batch).to(device)[None]).unbind(2)
 
     def node_embeddings(self, patches: torch.Tensor) -> torch.Tensor:
         """Training-time node embeddings, as the paper computes them.

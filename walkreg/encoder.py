@@ -229,24 +229,32 @@ class CRWEncoder(
         os.replace(tmp, target)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs):
-        """Load a local encoder directory strictly; the error names every missing and unexpected key."""
-        directory = Path(model_id)
-        if not directory.is_dir():
-            raise FileNotFoundError(
-                f"`pretrained_model_name_or_path` must be a local encoder directory, but {str(directory)!r} is not one "
-                "(walkreg loads offline; download weights first)."
-            )
-        weights = directory / WEIGHTS_NAME
-        if not weights.is_file():
-            raise FileNotFoundError(f"Encoder directory {str(directory)!r} has no {WEIGHTS_NAME}.")
-        model_kwargs = {k: v for k, v in kwargs.items() if k in ("arch", "feature_layer", "embed_dim", "mean", "std")}
-        model = cls(**model_kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> CRWEncoder:
+        """Load an encoder directory (``config.json`` + ``model.safetensors``) or a Hub repo id (``org/name``)."""
+        path = str(pretrained_model_name_or_path)
+        local = os.path.isabs(path) or path.startswith(".") or path.count("/") != 1 or os.path.exists(path)
+        if local and not os.path.isdir(path):
+            raise FileNotFoundError(f"`pretrained_model_name_or_path` must be an encoder directory, but {path!r} is not one.")
+        return super().from_pretrained(path, **kwargs)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs) -> CRWEncoder:
+        """Strict loading; the error names every missing and unexpected key and every shape mismatch."""
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, WEIGHTS_NAME)
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"Encoder directory {model_id!r} has no {WEIGHTS_NAME}.")
+        else:
+            from huggingface_hub import hf_hub_download
+
+            hub_args = ("revision", "cache_dir", "force_download", "token", "local_files_only")
+            weights = hf_hub_download(model_id, WEIGHTS_NAME, **{k: kwargs[k] for k in hub_args if k in kwargs})
+        model = cls(**{k: v for k, v in kwargs.items() if k in ("arch", "feature_layer", "embed_dim", "mean", "std")})
         try:
-            state = load_file(str(weights), device=str(map_location))
+            state = load_file(weights, device=str(map_location))
         except Exception as err:  # safetensors raises its own error types for truncated or foreign files
-            raise ValueError(f"Cannot read encoder weights {str(weights)!r}: {err}") from err
-        load_state_dict_strict(model, state, source=str(directory), strict=strict)
+            raise ValueError(f"Cannot read encoder weights {weights!r}: {err}") from err
+        load_state_dict_strict(model, state, source=model_id, strict=strict)
         return model.eval()
 
 

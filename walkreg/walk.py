@@ -176,7 +176,9 @@ def walk_back_loss(
     _check_edge_dropout(edge_dropout)
     affinities = torch.einsum("bctn,bctm->btnm", nodes[:, :, :-1], nodes[:, :, 1:])  # (B, T-1, N, N)
     forward_aff = [drop_edges(affinities[:, i], edge_dropout, generator) for i in range(t - 1)]
-    backward_aff = [drop_edges(a.transpose(-1, -2), edge_dropout, generator) for a in forward_aff]
+    # the official code draws the backward mask with rand_like on the transposed view, which keeps its memory
+    # layout: the noise is laid out like the forward matrix, so drop on it first and transpose afterwards
+    backward_aff = [drop_edges(a, edge_dropout, generator).transpose(-1, -2) for a in forward_aff]
     forward = [F.softmax(a / temperature, dim=-1) for a in forward_aff]
     backward = [F.softmax(a / temperature, dim=-1) for a in backward_aff]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from walkreg.windows import LocalWindows
+from walkreg.windows import LocalWindows, gather_rows
 
 
 @dataclass
@@ -61,26 +61,26 @@ class PropagationConfig:
             raise ValueError(f"`max_tiles` must be >= 1, but is {self.max_tiles}.")
 
 
-def _merge_top_k(best: tuple | None, values: torch.Tensor, labels: torch.Tensor, k: int) -> tuple:
-    """Keep the ``k`` best of the running candidates and new ones: values ``(..., q, k')``, labels ``(L, ..., q, k')``."""
-    if best is not None:
-        values = torch.cat([best[0], values], dim=-1)
-        labels = torch.cat([best[1], labels], dim=-1)
-    if values.shape[-1] > k:
-        values, order = values.topk(k, dim=-1)
-        labels = labels.gather(-1, order.unsqueeze(0).expand(labels.shape[0], *order.shape))
-    return values, labels
+def _weighted_top_k(values: list[torch.Tensor], labels: list[torch.Tensor], cfg: PropagationConfig) -> torch.Tensor:
+    """Joint top-k over all context candidates, then the softmax-weighted sum of their labels.
 
+    Args:
+        values: per context frame ``(B, *q, k_i)`` candidate similarities.
+        labels: per context frame ``(B, *q, k_i, L)`` candidate values.
 
-def _gather_values(padded_values: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """``(B, L, N + 1)`` values at cell indices ``(B, *rest)`` -> ``(L, B, *rest)``."""
-    b = cells.shape[0]
-    flat = padded_values.gather(2, cells.reshape(b, 1, -1).expand(-1, padded_values.shape[1], -1))
-    return flat.view(b, padded_values.shape[1], *cells.shape[1:]).transpose(0, 1)
+    Returns:
+        ``(B, *q, L)``.
+    """
+    values, labels = torch.cat(values, dim=-1), torch.cat(labels, dim=-2)
+    if values.shape[-1] > cfg.top_k:  # the top-k of a union is the top-k of the per-part top-k's
+        values, order = values.topk(cfg.top_k, dim=-1)
+        labels = labels.gather(-2, order.unsqueeze(-1).expand(*order.shape, labels.shape[-1]))
+    weights = F.softmax(values / cfg.temperature, dim=-1)
+    return (weights.unsqueeze(-1) * labels).sum(-2)
 
 
 class _Context:
-    """One context frame: padded features ``(B, C, N + 1)``, padded values ``(B, L, N + 1)``, radius flag."""
+    """One context frame: cell-major padded features ``(B, N + 1, C)`` and values ``(B, N + 1, L)``, radius flag."""
 
     def __init__(self, features: torch.Tensor, values: torch.Tensor, restricted: bool):
         self.features = LocalWindows.pad(features)
@@ -89,40 +89,40 @@ class _Context:
 
 
 def _predict_windowed(query: torch.Tensor, context: list[_Context], windows: LocalWindows, cfg: PropagationConfig) -> torch.Tensor:
-    """Tiled prediction: ``(B, C, h, w)`` query -> ``(B, L, N)``; no ``N x N`` tensor for restricted frames."""
+    """Tiled prediction: ``(B, C, h, w)`` query -> ``(B, N, L)``; no ``N x N`` tensor for restricted frames."""
     padded_query = LocalWindows.pad(query)
-    b, n = query.shape[0], windows.num_cells
+    n = windows.num_cells
     out = []
     for tiles in windows.tile_chunks(cfg.max_tiles):
-        queries = windows.queries(padded_query, tiles)  # (B, C, tiles, S)
-        best = None
+        queries = windows.queries(padded_query, tiles)  # (B, tiles, S, C)
+        values, labels = [], []
         for ctx in context:
             if ctx.restricted:
                 sims = windows.window_similarities(queries, ctx.features, tiles)  # (B, tiles, S, W)
-                values, slots = sims.topk(min(cfg.top_k, sims.shape[-1]), dim=-1)
+                top, slots = sims.topk(min(cfg.top_k, sims.shape[-1]), dim=-1)
                 cells = windows.key_cells(slots, tiles)
             else:
-                sims = torch.einsum("bcts,bcn->btsn", queries, ctx.features[:, :, :n])
-                values, cells = sims.topk(min(cfg.top_k, n), dim=-1)
-            best = _merge_top_k(best, values, _gather_values(ctx.values, cells), cfg.top_k)
-        weights = F.softmax(best[0] / cfg.temperature, dim=-1)  # (B, tiles, S, k)
-        out.append((best[1] * weights).sum(-1))  # (L, B, tiles, S)
-    return windows.to_cells(torch.cat(out, dim=2).permute(1, 2, 3, 0)).permute(0, 2, 1)  # (B, L, N)
+                sims = queries @ ctx.features[:, None, :n].transpose(-1, -2)  # (B, tiles, S, N)
+                top, cells = sims.topk(min(cfg.top_k, n), dim=-1)
+            values.append(top)
+            labels.append(gather_rows(ctx.values, cells, per_batch=True))
+        out.append(_weighted_top_k(values, labels, cfg))  # (B, tiles, S, L)
+    return windows.to_cells(torch.cat(out, dim=1))
 
 
 def _predict_dense(query: torch.Tensor, context: list[_Context], distances: torch.Tensor, cfg: PropagationConfig) -> torch.Tensor:
-    """All-pairs prediction: ``(B, C, h, w)`` query -> ``(B, L, N)``; builds the masked ``N x N`` affinities."""
+    """All-pairs prediction: ``(B, C, h, w)`` query -> ``(B, N, L)``; builds the masked ``N x N`` affinities."""
     n = distances.shape[0]
-    q = query.flatten(2)
-    best = None
+    queries = LocalWindows.pad(query)[:, :n]
+    values, labels = [], []
     for ctx in context:
-        sims = torch.einsum("bcn,bcm->bnm", q, ctx.features[:, :, :n])
+        sims = queries @ ctx.features[:, :n].transpose(-1, -2)  # (B, N, N)
         if ctx.restricted:
-            sims = sims.masked_fill(distances >= cfg.radius, float("-inf"))
-        values, cells = sims.topk(min(cfg.top_k, n), dim=-1)
-        best = _merge_top_k(best, values, _gather_values(ctx.values, cells), cfg.top_k)
-    weights = F.softmax(best[0] / cfg.temperature, dim=-1)
-    return (best[1] * weights).sum(-1).transpose(0, 1)  # (B, L, N)
+            sims = sims.masked_fill_(distances >= cfg.radius, float("-inf"))
+        top, cells = sims.topk(min(cfg.top_k, n), dim=-1)
+        values.append(top)
+        labels.append(gather_rows(ctx.values, cells, per_batch=True))
+    return _weighted_top_k(values, labels, cfg)
 
 
 def propagate(
@@ -172,7 +172,7 @@ def propagate(
             flat = _predict_dense(feats, context, distances, cfg)
         else:
             flat = _predict_windowed(feats, context, windows, cfg)
-        values = flat.view(*flat.shape[:2], h, w)
+        values = flat.transpose(1, 2).reshape(flat.shape[0], -1, h, w)
         if cfg.num_context:
             recent.append(_Context(feats, values, restricted=True))
         yield values

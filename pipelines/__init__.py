@@ -5,6 +5,7 @@ from .correspondence import CorrespondenceCache, CorrespondenceConfig, SourceCor
 from .guidance import WalkBackGuidance
 from .latent_propagation import propagate_denoised
 from .layouts import LatentLayout, infer_layout
+from .pipeline_walkreg_video_edit import WalkRegPipelineOutput, WalkRegVideoEditPipeline
 
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "SourceCorrespondences",
     "WalkBackGuidance",
     "WalkRegCallback",
+    "WalkRegPipelineOutput",
+    "WalkRegVideoEditPipeline",
     "infer_layout",
     "propagate_denoised",
 ]

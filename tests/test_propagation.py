@@ -27,7 +27,7 @@ def test_windowed_equals_dense(overrides):
     windowed = list(propagate(feats, first, implementation="windowed", **overrides))
     dense = list(propagate(feats, first, implementation="dense", **overrides))
     assert len(windowed) == 6 and torch.equal(windowed[0], first)
-    for a, b in zip(windowed, dense):
+    for a, b in zip(windowed, dense, strict=True):
         assert_tensors_close(a, b, atol=1e-5)
 
 
@@ -91,7 +91,7 @@ def test_latents_with_many_channels_and_batch_independence():
     latents = torch.randn(2, 16, 13, 21)
     both = list(propagate(feats, latents, radius=4))
     single = list(propagate([f[1:] for f in feats], latents[1:], radius=4))
-    for a, b in zip(both, single):
+    for a, b in zip(both, single, strict=True):
         assert_tensors_close(a[1:], b, atol=1e-5)
 
 

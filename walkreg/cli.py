@@ -30,7 +30,7 @@ def _cmd_env(args: argparse.Namespace) -> int:
     wanted = {"libx264": "encode H.264", "h264": "decode H.264", "hevc": "decode H.265", "vp9": "decode VP9", "mpeg4": "decode MPEG-4", "png": "PNG"}
     available = av.codecs_available
     lines.append("PyAV codecs: " + ", ".join(f"{name} ({what}) {'yes' if name in available else 'NO'}" for name, what in wanted.items()))
-    print("\n".join(lines))
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
@@ -85,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"walkreg {args.command}: interrupted", file=sys.stderr)
+        sys.stderr.write(f"walkreg {args.command}: interrupted\n")
         return 130
     except (OSError, ValueError, ImportError, RuntimeError) as err:
         if os.environ.get("WALKREG_DEBUG", "") not in ("", "0"):
             raise
         message = " ".join(str(err).split()) or type(err).__name__
-        print(f"walkreg {args.command}: error: {message} (set WALKREG_DEBUG=1 for the traceback)", file=sys.stderr)
+        sys.stderr.write(f"walkreg {args.command}: error: {message} (set WALKREG_DEBUG=1 for the traceback)\n")
         return 1

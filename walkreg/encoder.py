@@ -75,7 +75,7 @@ class ResNetTrunk(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         strides = (1, 2, 1, 1)  # layer3 and layer4 at stride 1: output stride 8
         in_ch = stem
-        for name, width, stride in zip(LAYERS, widths, strides):
+        for name, width, stride in zip(LAYERS, widths, strides, strict=True):
             setattr(self, name, nn.Sequential(BasicBlock(in_ch, width, stride), BasicBlock(width, width, 1)))
             in_ch = width
         for module in self.modules():  # torchvision's ResNet initialisation

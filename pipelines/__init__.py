@@ -1,22 +1,36 @@
 """Diffusers integration for walkreg (installed as ``walkreg.pipelines``; needs ``pip install 'walkreg[diffusers]'``)."""
 
-from .callback import WalkRegCallback
-from .correspondence import CorrespondenceCache, CorrespondenceConfig, SourceCorrespondences
-from .guidance import WalkBackGuidance
-from .latent_propagation import propagate_denoised
-from .layouts import LatentLayout, infer_layout
-from .pipeline_walkreg_video_edit import WalkRegPipelineOutput, WalkRegVideoEditPipeline
+from importlib import import_module
 
 
-__all__ = [
-    "CorrespondenceCache",
-    "CorrespondenceConfig",
-    "LatentLayout",
-    "SourceCorrespondences",
-    "WalkBackGuidance",
-    "WalkRegCallback",
-    "WalkRegPipelineOutput",
-    "WalkRegVideoEditPipeline",
-    "infer_layout",
-    "propagate_denoised",
-]
+# Exports load on first use, so ``walkreg.pipelines.cli`` (imported by every ``walkreg`` command to register
+# ``walkreg edit``) does not import Diffusers.
+_EXPORTS = {
+    "CorrespondenceCache": "correspondence",
+    "CorrespondenceConfig": "correspondence",
+    "SourceCorrespondences": "correspondence",
+    "LatentLayout": "layouts",
+    "infer_layout": "layouts",
+    "propagate_denoised": "latent_propagation",
+    "WalkRegCallback": "callback",
+    "WalkBackGuidance": "guidance",
+    "WalkRegPipelineOutput": "pipeline_walkreg_video_edit",
+    "WalkRegVideoEditPipeline": "pipeline_walkreg_video_edit",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = import_module(f".{_EXPORTS[name]}", __name__)
+    except ImportError as err:
+        if str(err.name or "").split(".")[0] not in ("diffusers", "transformers"):
+            raise
+        raise ImportError(f"`walkreg.pipelines.{name}` requires diffusers: `pip install 'walkreg[diffusers]'` ({err}).") from err
+    return getattr(module, name)
+
+
+def __dir__():
+    return __all__

@@ -153,7 +153,7 @@ def propagate(
         )
     first_values = first_values.to(first.dtype)
     h, w = first.shape[-2:]
-    windows = LocalWindows(h, w, cfg.radius, device=first.device)
+    windows = LocalWindows.cached(h, w, float(cfg.radius), device=str(first.device))
     dense = cfg.implementation == "dense" or (cfg.implementation == "auto" and windows.window_size >= windows.num_cells)
     if dense:
         ys, xs = torch.meshgrid(torch.arange(h, device=first.device), torch.arange(w, device=first.device), indexing="ij")

@@ -120,7 +120,7 @@ def local_transitions(
         raise ValueError(
             f"`query` and `key` must both have shape (B, C, h, w), but got {tuple(query.shape)} and {tuple(key.shape)}."
         )
-    windows = LocalWindows(query.shape[-2], query.shape[-1], radius, device=query.device)
+    windows = LocalWindows.cached(query.shape[-2], query.shape[-1], float(radius), device=str(query.device))
     sims = windows.window_similarities(windows.queries(windows.pad(query)), windows.pad(key))  # (B, tiles, S, W)
     k = windows.window_size if top_k is None else min(top_k, windows.window_size)
     values, slots = sims.topk(k, dim=-1)

@@ -11,6 +11,7 @@ Grids are kept cell-major, ``(B, N + 1, C)``, so that gathering a window copies 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -68,6 +69,12 @@ class LocalWindows:
         slot_of_cell = torch.empty(self.num_cells, dtype=torch.long, device=device)
         slot_of_cell[self.query_index.flatten()[valid]] = torch.nonzero(valid).squeeze(1)
         self.slot_of_cell = slot_of_cell  # (N,) position of each cell in the flattened (tiles, S) layout
+
+    @staticmethod
+    @functools.lru_cache(maxsize=16)
+    def cached(height: int, width: int, radius: float, tile: int = 8, device: str = "cpu") -> LocalWindows:
+        """A shared instance per grid, radius, tile and device: the index tables are built once."""
+        return LocalWindows(height, width, radius, tile, device)
 
     def tile_chunks(self, max_tiles: int) -> list[slice]:
         """Consecutive tile ranges of at most ``max_tiles`` tiles."""

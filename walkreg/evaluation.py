@@ -1,0 +1,397 @@
+"""DAVIS semi-supervised label propagation: the CRW paper's protocol, scored with J and F (``walkreg eval-davis``).
+
+Protocol (Jabri et al. 2020, official ``code/test.py``): frames at their native size; stride-8 L2-normalised
+features; the first frame's one-hot labels are resized bilinearly to the feature grid (void pixels carry no label);
+:func:`walkreg.propagation.propagate` carries them through the clip (first frame + 20 previous frames as context,
+top-10 taken jointly over all of it, radius 12 except for the first frame, temperature 0.05, soft labels fed back);
+each predicted soft map is upsampled bilinearly to the frame size and its argmax is the predicted object id. The
+first frame's output is its annotation. Predictions are written as DAVIS palette PNGs, ``OUT/<method>/<seq>/<frame>.png``.
+
+Scoring follows davis2017-evaluation's semi-supervised task: objects are ids ``1..max`` of the first annotation,
+the first and last frames are not scored, J and F per object and frame (:mod:`walkreg.metrics`), summarised per
+object (mean, recall, decay); a method's J and F means are averages over all objects of all sequences and J&F is
+their mean. Void pixels (id 255) are ignored by default; the toolkit itself turns them into background before
+scoring, which ``void="background"`` reproduces.
+
+Frames stream from disk, so memory depends on the context length and frame size, never on the sequence length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from walkreg.baselines import lab_features, random_encoder
+from walkreg.encoder import CRWEncoder
+from walkreg.metrics import Statistics, f_measure, jaccard, summarize
+from walkreg.progress import progress
+from walkreg.propagation import PropagationConfig, propagate
+from walkreg.video import IMAGE_SUFFIXES, davis_sequences, iter_frames, read_annotation, write_annotation
+
+
+VOID_ID = 255
+BASELINES = ("lab", "random-resnet18", "random-resnet18-small")
+FeatureExtractor = Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]]  # (3, H, W) frames -> (1, C, h, w)
+
+
+@dataclass
+class ObjectScores:
+    """Scores of one object of one sequence: statistics and per-frame values (frames 1 .. T-2)."""
+
+    object_id: int
+    j: Statistics
+    f: Statistics
+    j_per_frame: list[float]
+    f_per_frame: list[float]
+
+    def to_dict(self) -> dict:
+        return {"object": self.object_id, "J": self.j.to_dict(), "F": self.f.to_dict(),
+                "J_per_frame": self.j_per_frame, "F_per_frame": self.f_per_frame}
+
+
+@dataclass
+class SequenceResult:
+    """One sequence under one method; ``objects`` is empty when the sequence has only its first frame annotated."""
+
+    name: str
+    num_frames: int
+    objects: list[ObjectScores]
+    seconds: float
+    feature_seconds: float
+
+    @property
+    def j_mean(self) -> float:
+        return float(np.mean([o.j.mean for o in self.objects])) if self.objects else float("nan")
+
+    @property
+    def f_mean(self) -> float:
+        return float(np.mean([o.f.mean for o in self.objects])) if self.objects else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"sequence": self.name, "num_frames": self.num_frames, "J_mean": self.j_mean, "F_mean": self.f_mean,
+                "JF_mean": (self.j_mean + self.f_mean) / 2, "seconds": self.seconds,
+                "feature_seconds": self.feature_seconds, "objects": [o.to_dict() for o in self.objects]}
+
+
+@dataclass
+class MethodResult:
+    """All sequences of one method (an encoder or a baseline). Means are over all objects, as the toolkit's."""
+
+    method: str
+    sequences: list[SequenceResult] = field(default_factory=list)
+
+    def _objects(self) -> list[ObjectScores]:
+        return [o for s in self.sequences for o in s.objects]
+
+    @property
+    def j_mean(self) -> float:
+        objects = self._objects()
+        return float(np.mean([o.j.mean for o in objects])) if objects else float("nan")
+
+    @property
+    def f_mean(self) -> float:
+        objects = self._objects()
+        return float(np.mean([o.f.mean for o in objects])) if objects else float("nan")
+
+    @property
+    def jf_mean(self) -> float:
+        return (self.j_mean + self.f_mean) / 2
+
+    @property
+    def seconds_per_frame(self) -> float:
+        return sum(s.seconds for s in self.sequences) / max(1, sum(s.num_frames for s in self.sequences))
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "J_mean": self.j_mean, "F_mean": self.f_mean, "JF_mean": self.jf_mean,
+                "seconds_per_frame": self.seconds_per_frame, "sequences": [s.to_dict() for s in self.sequences]}
+
+
+class _Timed:
+    """Iterator wrapper that adds up the seconds spent producing its items."""
+
+    def __init__(self, iterable: Iterable):
+        self._items = iter(iterable)
+        self.seconds = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        start = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def first_frame_labels(ids: np.ndarray, num_objects: int, grid: tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` object ids -> ``(1, num_objects + 1, h, w)`` soft labels on the feature grid.
+
+    Channel ``k`` is the indicator of id ``k`` (0 is background) resized bilinearly (no antialiasing, half-pixel
+    centres, as ``cv2.resize``); void pixels (255) belong to no channel.
+    """
+    ids_t = torch.from_numpy(np.asarray(ids).astype(np.int64))
+    onehot = torch.stack([ids_t == k for k in range(num_objects + 1)]).float()
+    return F.interpolate(onehot[None], size=tuple(grid), mode="bilinear", align_corners=False)
+
+
+def labels_to_ids(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """``(1, L, h, w)`` soft labels -> ``(H, W)`` uint8 ids: bilinear upsampling to ``size``, then argmax."""
+    upsampled = F.interpolate(values.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return upsampled.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def _frame_names(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Frame folder {str(folder)!r} does not exist.")
+    names = sorted(p.stem for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not names:
+        raise ValueError(f"Frame folder {str(folder)!r} contains no images.")
+    return names
+
+
+def evaluate_sequence(
+    root: str | os.PathLike,
+    name: str,
+    extractor: FeatureExtractor,
+    out_dir: str | os.PathLike | None = None,
+    resolution: str = "480p",
+    config: PropagationConfig | None = None,
+    void: str = "ignore",
+    desc: str | None = None,
+) -> SequenceResult:
+    """Propagate the first annotation of one DAVIS sequence and score the prediction.
+
+    Args:
+        root: DAVIS root holding ``JPEGImages/<resolution>/<name>/`` and ``Annotations/<resolution>/<name>/``.
+        extractor: maps an iterable of ``(3, H, W)`` frames in [0, 1] to ``(1, C, h, w)`` unit-norm features,
+            e.g. ``encoder.iter_features`` or :func:`walkreg.baselines.lab_features`.
+        out_dir: where to write ``<frame>.png`` predictions (DAVIS palette), or ``None``.
+        config: propagation hyper-parameters (default: the paper's DAVIS protocol).
+        void: ``"ignore"`` (void pixels are not scored) or ``"background"`` (as davis2017-evaluation scores them).
+
+    Returns:
+        :class:`SequenceResult`; its ``objects`` are empty if only the first frame is annotated.
+    """
+    if void not in ("ignore", "background"):
+        raise ValueError(f"`void` must be 'ignore' or 'background', but is {void!r}.")
+    root = Path(root)
+    names = _frame_names(root / "JPEGImages" / resolution / name)
+    annotation_dir = root / "Annotations" / resolution / name
+    annotated = {p.stem: p for p in annotation_dir.glob("*.png")} if annotation_dir.is_dir() else {}
+    missing = [n for n in names if n not in annotated]
+    if names[0] in missing:
+        raise FileNotFoundError(f"Sequence {name!r} has no first-frame annotation {str(annotation_dir / (names[0] + '.png'))!r}.")
+    scored = not missing
+    if missing and len(missing) != len(names) - 1:
+        raise FileNotFoundError(f"Sequence {name!r} lacks {len(missing)} of {len(names)} annotations, e.g. {missing[0]}.png.")
+    if scored and len(names) < 3:
+        raise ValueError(f"Sequence {name!r} has {len(names)} frames; scoring skips the first and last, so it needs >= 3.")
+
+    first_ids = read_annotation(annotated[names[0]])
+    num_objects = int(first_ids[first_ids != VOID_ID].max(initial=0))
+    if num_objects == 0:
+        raise ValueError(f"The first annotation of sequence {name!r} holds no object (ids 1..254).")
+    out = Path(out_dir) if out_dir is not None else None
+    frames = iter_frames(root / "JPEGImages" / resolution / name)
+    features = _Timed(extractor(frames))
+    scores_j = np.zeros((num_objects, max(0, len(names) - 2)))
+    scores_f = np.zeros_like(scores_j)
+
+    start = time.perf_counter()
+    first = next(features)
+    size = first_ids.shape
+    first_values = first_frame_labels(first_ids, num_objects, first.shape[-2:]).to(first)
+    outputs = propagate(itertools.chain([first], features), first_values, config)
+    for t, values in enumerate(progress(outputs, desc=desc or name, total=len(names))):
+        ids = np.where(first_ids == VOID_ID, 0, first_ids).astype(np.uint8) if t == 0 else labels_to_ids(values, size)
+        if out is not None:
+            write_annotation(out / f"{names[t]}.png", ids)
+        if scored and 0 < t < len(names) - 1:
+            truth = read_annotation(annotated[names[t]])
+            if truth.shape != ids.shape:
+                raise ValueError(f"Annotation {names[t]}.png of {name!r} is {truth.shape}, but frames are {ids.shape}.")
+            void_mask = truth == VOID_ID if void == "ignore" else None
+            for k in range(1, num_objects + 1):
+                scores_j[k - 1, t - 1] = jaccard(truth == k, ids == k, void_mask)
+                scores_f[k - 1, t - 1] = f_measure(truth == k, ids == k, void_mask)
+    seconds = time.perf_counter() - start
+
+    objects = []
+    if scored:
+        for k in range(num_objects):
+            objects.append(ObjectScores(k + 1, summarize(scores_j[k]), summarize(scores_f[k]),
+                                        scores_j[k].tolist(), scores_f[k].tolist()))
+    return SequenceResult(name, len(names), objects, seconds, features.seconds)
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB (None where the platform does not report it)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)  # bytes on macOS, KiB on Linux
+
+
+# -- reports ----------------------------------------------------------------------------------------------------------
+
+_CSV_FIELDS = ["method", "sequence", "object", "J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay",
+               "JF_mean", "num_frames", "seconds_per_frame"]
+
+
+def results_csv(results: list[MethodResult]) -> str:
+    """One row per object, per sequence (``object`` = ``mean``) and per method (``sequence`` = ``ALL``)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        for seq in result.sequences:
+            for obj in seq.objects:
+                writer.writerow({"method": result.method, "sequence": seq.name, "object": obj.object_id,
+                                 "J_mean": obj.j.mean, "J_recall": obj.j.recall, "J_decay": obj.j.decay,
+                                 "F_mean": obj.f.mean, "F_recall": obj.f.recall, "F_decay": obj.f.decay,
+                                 "JF_mean": (obj.j.mean + obj.f.mean) / 2, "num_frames": seq.num_frames})
+            writer.writerow({"method": result.method, "sequence": seq.name, "object": "mean", "J_mean": seq.j_mean,
+                             "F_mean": seq.f_mean, "JF_mean": (seq.j_mean + seq.f_mean) / 2,
+                             "num_frames": seq.num_frames, "seconds_per_frame": seq.seconds / seq.num_frames})
+        writer.writerow({"method": result.method, "sequence": "ALL", "object": "mean", "J_mean": result.j_mean,
+                         "F_mean": result.f_mean, "JF_mean": result.jf_mean,
+                         "num_frames": sum(s.num_frames for s in result.sequences),
+                         "seconds_per_frame": result.seconds_per_frame})
+    return buffer.getvalue()
+
+
+def results_table(results: list[MethodResult]) -> str:
+    """A fixed-width table: per method, one line per sequence and a mean line (J, F, J&F in percent)."""
+    lines = [f"{'method':<22} {'sequence':<20} {'obj':>3} {'J&F':>6} {'J':>6} {'F':>6} {'s/frame':>8} {'feat s/fr':>9}"]
+    for result in results:
+        for seq in result.sequences:
+            lines.append(f"{result.method:<22} {seq.name:<20} {len(seq.objects):>3} "
+                         f"{50 * (seq.j_mean + seq.f_mean):>6.1f} {100 * seq.j_mean:>6.1f} {100 * seq.f_mean:>6.1f} "
+                         f"{seq.seconds / seq.num_frames:>8.3f} {seq.feature_seconds / seq.num_frames:>9.3f}")
+        count = sum(len(s.objects) for s in result.sequences)
+        lines.append(f"{result.method:<22} {'MEAN':<20} {count:>3} {100 * result.jf_mean:>6.1f} "
+                     f"{100 * result.j_mean:>6.1f} {100 * result.f_mean:>6.1f} {result.seconds_per_frame:>8.3f}")
+    return "\n".join(lines)
+
+
+# -- command line -----------------------------------------------------------------------------------------------------
+
+def _methods(args: argparse.Namespace) -> list[tuple[str, FeatureExtractor, dict]]:
+    """(name, feature extractor, description) for ``--encoder`` and every ``--baselines`` entry."""
+    device = torch.device(args.device)
+    methods = []
+
+    def encoder_method(encoder: CRWEncoder) -> FeatureExtractor:
+        encoder = encoder.to(device)
+        return lambda frames: encoder.iter_features(frames, chunk_size=args.chunk_size)
+
+    if args.encoder:
+        encoder = CRWEncoder.from_pretrained(args.encoder)
+        methods.append(("encoder", encoder_method(encoder), {"encoder": str(args.encoder), "arch": encoder.arch}))
+    for name in dict.fromkeys(args.baselines):
+        if name == "lab":
+            methods.append((name, lambda frames: lab_features(f.to(device) for f in frames), {"features": "lab"}))
+        else:
+            arch = name.removeprefix("random-")
+            methods.append((name, encoder_method(random_encoder(arch, args.seed)), {"arch": arch, "seed": args.seed}))
+    return methods
+
+
+def _prepare_out(out: Path) -> Path:
+    """Check ``--out`` is new or empty; return the sibling temporary directory the run writes into."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ValueError(f"`--out` must be a new or empty directory, but {str(out)!r} exists and is not empty.")
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def run(args: argparse.Namespace) -> int:
+    """``walkreg eval-davis``: propagate, write predictions, score, print the table, write CSV and JSON."""
+    if not args.encoder and not args.baselines:
+        raise ValueError("Nothing to evaluate: pass `--encoder DIR` and/or `--baselines` (one or more of "
+                         f"{', '.join(BASELINES)}).")
+    if args.chunk_size < 1:
+        raise ValueError(f"`--chunk-size` must be >= 1, but is {args.chunk_size}.")
+    config = PropagationConfig(num_context=args.num_context, top_k=args.top_k, radius=args.radius,
+                               temperature=args.temperature, implementation=args.implementation)
+    available = davis_sequences(args.davis_root, args.resolution)
+    sequences = args.sequences or available
+    unknown = [s for s in sequences if s not in available]
+    if unknown:
+        raise ValueError(f"`--sequences` must name sequences of {args.davis_root} ({', '.join(available)}), "
+                         f"but got {', '.join(unknown)}.")
+    methods = _methods(args)
+    out = Path(args.out)
+    tmp = _prepare_out(out)
+    try:
+        results = []
+        for name, extractor, _ in methods:
+            result = MethodResult(name)
+            for seq in sequences:
+                result.sequences.append(evaluate_sequence(
+                    args.davis_root, seq, extractor, tmp / name / seq, args.resolution, config, args.void,
+                    desc=f"{name} {seq}"))
+            results.append(result)
+        report = {
+            "davis_root": str(args.davis_root), "resolution": args.resolution, "sequences": sequences,
+            "protocol": asdict(config), "void": args.void, "device": args.device, "peak_rss_mb": peak_rss_mb(),
+            "methods": {name: {**info, **r.to_dict()} for (name, _, info), r in zip(methods, results, strict=True)},
+        }
+        (tmp / "results.csv").write_text(results_csv(results))
+        (tmp / "results.json").write_text(json.dumps(report, indent=2))
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rss = report["peak_rss_mb"]
+    where = f"predictions, results.csv and results.json in {out}"
+    sys.stdout.write(results_table(results) + "\n" + (f"peak RSS {rss:.0f} MiB; {where}" if rss is not None else where) + "\n")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``walkreg eval-davis`` to the CLI."""
+    parser = subparsers.add_parser(
+        "eval-davis",
+        help="DAVIS label propagation scored with J and F (the CRW paper's protocol)",
+        description="Propagate each sequence's first-frame masks with an encoder's features and/or baselines, "
+        "write DAVIS palette PNGs to OUT/<method>/<sequence>/, and score J (region IoU) and F (boundary) as "
+        "davis2017-evaluation does. Prints a table and writes OUT/results.csv and OUT/results.json.",
+    )
+    parser.add_argument("--davis-root", required=True, type=Path, help="folder with JPEGImages/ and Annotations/")
+    parser.add_argument("--out", required=True, type=Path, help="new or empty output directory")
+    parser.add_argument("--encoder", type=Path, help="encoder directory (CRWEncoder.save_pretrained / convert-crw)")
+    parser.add_argument("--baselines", nargs="+", default=[], choices=BASELINES, metavar="NAME",
+                        help=f"baselines to evaluate beside the encoder: {', '.join(BASELINES)}")
+    parser.add_argument("--sequences", nargs="+", metavar="SEQ", help="sequences to evaluate (default: all)")
+    parser.add_argument("--resolution", default="480p", help="resolution folder name (default: 480p)")
+    parser.add_argument("--num-context", type=int, default=20, help="previous frames in the context (default: 20)")
+    parser.add_argument("--top-k", type=int, default=10, help="neighbours per cell, joint over the context (10)")
+    parser.add_argument("--radius", type=float, default=12.0, help="context radius in feature cells (12)")
+    parser.add_argument("--temperature", type=float, default=0.05, help="softmax temperature (0.05)")
+    parser.add_argument("--implementation", default="auto", choices=("auto", "windowed", "dense"),
+                        help="propagation implementation (default: auto)")
+    parser.add_argument("--void", default="ignore", choices=("ignore", "background"),
+                        help="score void pixels (255) as ignored (default) or as background (davis2017-evaluation)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random-init baselines (default: 0)")
+    parser.add_argument("--chunk-size", type=int, default=4, help="frames per encoder forward pass (default: 4)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    parser.set_defaults(func=run)

@@ -50,10 +50,12 @@ def _register_plugins(subparsers) -> None:
     """Add the subcommands that optional walkreg packages declare as ``walkreg.commands`` entry points."""
     for entry in sorted(metadata.entry_points(group="walkreg.commands"), key=lambda e: e.name):
         try:
-            entry.load()(subparsers)
+            register = entry.load()
         except ImportError as err:
             missing = subparsers.add_parser(entry.name, help=f"(unavailable: {err.name or err} is not installed)")
             missing.set_defaults(func=_unavailable(entry.name, err))
+            continue
+        register(subparsers)
 
 
 def _unavailable(name: str, err: ImportError):

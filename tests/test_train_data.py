@@ -1,0 +1,128 @@
+"""The trainer's data side: discovery, the cached index, clip decoding, augmentation, sampling, bad videos."""
+
+import json
+import random
+import shutil
+
+import pytest
+import torch
+from testing_utils import CLIPS, assert_tensors_close
+
+from walkreg.encoder import CIFAR_MEAN
+from walkreg.train import data
+from walkreg.train.augment import augment_clip, grid_patches
+from walkreg.train.config import TrainConfig
+from walkreg.train.data import ClipDataset, ClipSampler, build_index, find_videos, read_clip, source_indices
+from walkreg.video import read_video, write_frames
+
+
+def small_config(**overrides) -> TrainConfig:
+    values = {"data": [str(CLIPS)], "arch": "resnet18-small", "frame_size": 64, "patch_size": 32, "patch_stride": 16,
+              "batch_size": 2, "clips_per_video": 2, "num_workers": 0, "report_to": "none"}
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_find_videos_tree_list_and_frame_folders(tmp_path):
+    tree = tmp_path / "kinetics" / "train"
+    for cls, clip in (("cooking", "carphone.mp4"), ("juggling", "cups.mp4")):
+        (tree / cls).mkdir(parents=True)
+        shutil.copy(CLIPS / clip, tree / cls / clip)
+    write_frames(tmp_path / "frames" / "seq", read_video(CLIPS / "carphone.mp4", max_frames=3))
+    (tmp_path / "list.txt").write_text("# videos\nkinetics/train/cooking/carphone.mp4 24\nframes/seq\n")
+
+    found = find_videos([str(tmp_path / "kinetics"), str(tmp_path / "frames")])
+    assert [p.split("/")[-1] for p in found] == ["carphone.mp4", "cups.mp4", "seq"]
+    assert find_videos([str(tmp_path / "list.txt")]) == [str(tree / "cooking" / "carphone.mp4"), str(tmp_path / "frames" / "seq")]
+    with pytest.raises(ValueError, match="`data`.*does not exist"):
+        find_videos([str(tmp_path / "missing")])
+
+
+def test_index_is_cached_and_only_changed_files_are_probed(tmp_path, monkeypatch):
+    shutil.copy(CLIPS / "carphone.mp4", tmp_path / "a.mp4")
+    shutil.copy(CLIPS / "cups.mp4", tmp_path / "b.mp4")
+    paths = find_videos([str(tmp_path)])
+    cache = tmp_path / "index.json"
+    first = build_index(paths, cache, disable_progress=True)
+    assert [(e.num_frames, e.width) for e in first] == [(24, 176), (16, 428)]
+
+    probed = []
+    real_probe = data._probe
+    monkeypatch.setattr(data, "_probe", lambda p: probed.append(p) or real_probe(p))
+    assert build_index(paths, cache, disable_progress=True) == first
+    assert probed == []  # nothing changed: no probe at all
+    shutil.copy(CLIPS / "carphone.mp4", tmp_path / "b.mp4")  # b changes size and mtime
+    again = build_index(paths, cache, disable_progress=True)
+    assert probed == [paths[1]] and again[1].num_frames == 24
+    assert json.loads(cache.read_text())["version"] == data.INDEX_VERSION
+
+
+def test_resampling_to_8_fps():
+    assert source_indices(30, 30.0, 8.0) == [0, 3, 7, 11, 15, 18, 22, 26]  # floor(j * 3.75)
+    assert source_indices(10, 8.0, 8.0) == list(range(10))
+    assert source_indices(4, 4.0, 8.0) == [0, 0, 1, 1, 2, 2, 3, 3]  # slower sources repeat frames
+    assert source_indices(5, 30.0, 0) == list(range(5))
+
+
+@pytest.mark.parametrize("name", ["carphone.mp4", "cups.mp4"])
+def test_read_clip_with_seeking_equals_sequential_decoding(name):
+    entry = build_index([str(CLIPS / name)], None, disable_progress=True)[0]
+    full = read_video(CLIPS / name)
+    for indices in ([0, 1, 2, 3], [5, 9, 12, 15], [15, 15, 3]):
+        assert_tensors_close(read_clip(entry, indices), full[indices], atol=0, rtol=0)
+
+
+def test_grid_augmentation_layout_and_normalisation():
+    config = small_config(frame_size=256, patch_size=64, patch_stride=32)
+    frames = read_video(CLIPS / "cups.mp4", max_frames=4, size=(256, 455))
+    clip = augment_clip(frames, config, random.Random(0))
+    assert clip.shape == (4, 49, 3, 64, 64)
+    assert torch.equal(clip, augment_clip(frames, config, random.Random(0)))
+    assert not torch.equal(clip, augment_clip(frames, config, random.Random(1)))
+    # a constant frame stays constant, and normalisation uses the CIFAR mean
+    flat = augment_clip(torch.full((4, 3, 100, 120), CIFAR_MEAN[0]), config, random.Random(0))
+    assert flat[:, :, 0].abs().max() < 1e-5
+
+    frame_mode = augment_clip(frames, small_config(node_mode="frame"), random.Random(0))
+    assert frame_mode.shape == (4, 3, 64, 64)
+
+
+def test_patch_grid_without_jitter_is_a_plain_cut():
+    frame = torch.rand(3, 96, 96)
+    patches = grid_patches(frame, 32, 32, scale=(1.0, 1.0), ratio=(1.0, 1.0), rng=random.Random(0))
+    assert patches.shape == (9, 3, 32, 32)
+    assert_tensors_close(patches[5], frame[:, 32:64, 64:96], atol=1e-5)  # row 1, column 2 (row-major)
+
+
+def test_sampler_shards_are_disjoint_deterministic_and_resumable():
+    num_clips = [3, 10, 1, 7]
+    ranks = [ClipSampler(num_clips, 5, batch_size=2, seed=3, rank=r, world_size=2) for r in range(2)]
+    first = [list(s) for s in ranks]
+    assert len(first[0]) == len(first[1]) == 6  # 3 + 5 + 1 + 5 = 14 clips -> 12 kept, 6 per rank
+    assert not {k[:2] for k in first[0]} & {k[:2] for k in first[1]}
+    assert list(ClipSampler(num_clips, 5, batch_size=2, seed=3, rank=0, world_size=2)) == first[0]
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) != first[0]
+    ranks[0].set_epoch(0, skip=4)
+    assert list(ranks[0]) == first[0][4:] and len(ranks[0]) == 2
+    with pytest.raises(ValueError, match="`batch_size`"):
+        ClipSampler([1], 1, batch_size=2)
+
+
+def test_bad_videos_are_counted_at_index_time_and_skipped_at_decode_time(tmp_path):
+    shutil.copy(CLIPS / "carphone.mp4", tmp_path / "good.mp4")
+    (tmp_path / "garbage.mp4").write_bytes(bytes(range(256)) * 40)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "truncated.mp4").write_bytes((CLIPS / "cups.mp4").read_bytes()[:5000])
+    frames = write_frames(tmp_path / "broken_frames", read_video(CLIPS / "carphone.mp4", max_frames=8))
+    for path in frames[1:]:
+        path.write_bytes(b"not a png")  # the index only probes the first frame
+
+    config = small_config(data=[str(tmp_path)], fps=0)
+    entries = build_index(find_videos(config.data), None, disable_progress=True)
+    dataset = ClipDataset(entries, config)
+    assert sorted(e.path.split("/")[-1] for e in dataset.unreadable) == ["empty.mp4", "garbage.mp4", "truncated.mp4"]
+    assert len(dataset) == 2
+    bad = next(i for i, e in enumerate(dataset.entries) if e.path.endswith("broken_frames"))
+    sample = dataset[(bad, 0, 7)]
+    assert sample["skipped"] == 1 and sample["clip"].shape == (4, 9, 3, 32, 32)
+    assert dataset[(bad, 1, 8)]["skipped"] == 0  # known bad: replaced without another failed decode

@@ -1,0 +1,263 @@
+"""The CRW training loop on accelerate: one code path from a single CPU to many GPUs and nodes.
+
+``walkreg train`` and ``accelerate launch -m walkreg train`` both end in :func:`train`. Each process reads its own
+shard of clips (:class:`~walkreg.train.data.ClipSampler`), encodes them to node embeddings through the DDP-wrapped
+model, and computes :func:`walkreg.walk.walk_back_loss` in float32 outside autocast. The learning rate follows the
+official per-iteration MultiStepLR. Edge dropout draws from a dedicated generator that is checkpointed, and
+augmentation is seeded per clip, so a resumed run repeats the uninterrupted run's loss trajectory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, TorchDynamoPlugin, set_seed
+from torch import nn
+
+from walkreg.encoder import CRWEncoder
+from walkreg.progress import progress
+from walkreg.walk import walk_back_loss
+
+from . import checkpoints
+from .config import TrainConfig
+from .data import ClipDataset, ClipSampler, build_index, collate, find_videos
+from .validation import davis_j
+
+
+logger = logging.getLogger(__name__)
+
+
+class WalkNodes(nn.Module):
+    """The trained module: a clip -> ``(B, 128, T, N)`` node embeddings, in one ``forward`` that DDP can wrap.
+
+    Grid mode takes ``(B, T, N, 3, P, P)`` patches (:meth:`CRWEncoder.node_embeddings`); frame mode takes
+    ``(B, T, 3, S, S)`` frames (:meth:`CRWEncoder.cell_embeddings`). Both inputs are already normalised.
+    """
+
+    def __init__(self, encoder: CRWEncoder, node_mode: str):
+        super().__init__()
+        self.encoder, self.node_mode = encoder, node_mode
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        if self.node_mode == "grid":
+            return self.encoder.node_embeddings(clips)
+        return self.encoder.cell_embeddings(clips)
+
+
+class GeneratorState:
+    """A ``torch.Generator`` that ``accelerator.save_state`` / ``load_state`` checkpoint (edge-dropout masks)."""
+
+    def __init__(self, device: torch.device, seed: int):
+        self.generator = torch.Generator(device).manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did: ``losses``/``cycle_accuracies`` hold one value per optimizer step of this call."""
+
+    global_step: int
+    losses: list[float] = field(default_factory=list)
+    cycle_accuracies: list[float] = field(default_factory=list)
+    skipped_videos: int = 0
+    last_checkpoint: str | None = None
+
+
+def _trackers(report_to: str) -> str | list[str] | None:
+    if report_to == "none":
+        return None
+    if report_to == "tensorboard" and not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+        logger.warning("`report_to`='tensorboard' but tensorboard is not installed: metrics go to logs/metrics.jsonl only.")
+        return None
+    return report_to
+
+
+def _index_file(config: TrainConfig) -> Path:
+    key = hashlib.sha1(json.dumps(sorted(config.data)).encode()).hexdigest()[:16]
+    return Path(config.cache_dir or Path(config.output_dir) / "index") / f"videos-{key}.json"
+
+
+def _save_checkpoint(accelerator: Accelerator, model: nn.Module, config: TrainConfig, step: int) -> Path:
+    tmp = checkpoints.temporary_path(config.output_dir, step)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    final = Path(config.output_dir) / f"checkpoint-{step}"
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).encoder.save_pretrained(tmp / "encoder")
+        final = checkpoints.publish(tmp, step, {"config": config.to_dict()}, config.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _log_config(accelerator: Accelerator, config: TrainConfig) -> None:
+    flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in config.to_dict().items()}
+    accelerator.init_trackers("walkreg-train", config=flat)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a CRW encoder as ``config`` says; returns the per-step losses of this call (see :class:`TrainResult`).
+
+    Writes into ``config.output_dir``: ``train_config.json`` (the resolved config), ``checkpoint-<step>/`` every
+    ``checkpointing_steps`` and at the end, ``encoder/`` (the final encoder, ``CRWEncoder.from_pretrained``-loadable)
+    and ``logs/metrics.jsonl`` (plus tracker logs).
+    """
+    output_dir = Path(config.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        log_with=_trackers(config.report_to),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor") if config.compile else None,
+    )
+    main = accelerator.is_main_process
+    set_seed(config.seed)
+
+    # 1. Data: the index is built by the main process first and read from its cache by the others.
+    with accelerator.main_process_first():
+        paths = find_videos(config.data)
+        entries = build_index(paths, _index_file(config), num_workers=max(config.num_workers, 4), disable_progress=not main)
+    dataset = ClipDataset(entries, config)
+    logger.info(
+        "Indexed %d videos: %d usable, %d unreadable, %d shorter than %d frames at %g fps.",
+        len(entries), len(dataset), len(dataset.unreadable), len(dataset.too_short), config.clip_len, config.fps,
+    )
+    for entry in dataset.unreadable[:10]:
+        logger.warning("Unreadable video left out: %s", entry.error)
+    per_update = config.batch_size * config.gradient_accumulation_steps
+    sampler = ClipSampler(dataset.num_clips, config.clips_per_video, per_update, config.seed,
+                          accelerator.process_index, accelerator.num_processes)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
+        drop_last=True, pin_memory=accelerator.device.type == "cuda", generator=torch.Generator(),
+        persistent_workers=config.num_workers > 0,  # workers keep their list of videos that failed to decode
+        multiprocessing_context="spawn" if config.num_workers and accelerator.device.type == "cuda" else None,
+    )
+    steps_per_epoch = sampler.per_rank // per_update
+    max_steps = config.max_train_steps or config.num_epochs * steps_per_epoch
+
+    # 2. Model, optimizer, per-iteration schedule (not prepared: it must step once per update, not per process).
+    encoder = CRWEncoder.from_pretrained(config.init_encoder) if config.init_encoder else CRWEncoder(arch=config.arch)
+    encoder.train()
+    if config.channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
+    model = WalkNodes(encoder, config.node_mode)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=config.adam_betas, weight_decay=config.weight_decay)
+    milestones = [m * steps_per_epoch for m in config.lr_milestones]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.lr_gamma)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    dropout_rng = GeneratorState(accelerator.device, config.seed * 1000 + accelerator.process_index)
+    accelerator.register_for_checkpointing(scheduler, dropout_rng)
+
+    # 3. Resume.
+    global_step = 0
+    checkpoint = checkpoints.resolve_checkpoint(output_dir, config.resume_from_checkpoint)
+    if checkpoint is not None:
+        accelerator.load_state(str(checkpoint))
+        global_step = checkpoints.read_state(checkpoint)["global_step"]
+        logger.info("Resumed from %s at step %d.", checkpoint, global_step)
+    elif config.resume_from_checkpoint == "latest":
+        logger.info("No checkpoint in %s yet: starting a new run.", output_dir)
+    if main:
+        config.save(output_dir / "train_config.json")
+        for leftover in output_dir.glob(".checkpoint-*.partial"):  # a run killed while saving
+            shutil.rmtree(leftover)
+    _log_config(accelerator, config)
+    logger.info(
+        "Running training: %d clips per epoch over %d processes, batch %d per process x %d accumulation = %d clips "
+        "per update, %d updates per epoch, %d updates in all (from step %d).",
+        sampler.per_rank * accelerator.num_processes, accelerator.num_processes, config.batch_size,
+        config.gradient_accumulation_steps, per_update * accelerator.num_processes, steps_per_epoch, max_steps, global_step,
+    )
+
+    # 4. Loop.
+    result = TrainResult(global_step=global_step)
+    metrics_file = output_dir / "logs" / "metrics.jsonl"
+    metrics_file.parent.mkdir(parents=True, exist_ok=True)
+    bar = progress(total=max_steps, initial=global_step, desc="train", unit="step", disable=not accelerator.is_local_main_process)
+    epoch, skip = divmod(global_step, steps_per_epoch)
+    sums = torch.zeros(4, device=accelerator.device)  # loss, accuracy, clips, skipped videos (this update)
+    tick = time.perf_counter()
+    while global_step < max_steps:
+        sampler.set_epoch(epoch, skip=skip * per_update)
+        skip = 0
+        for batch in loader:
+            clips = batch["clip"].to(accelerator.device, non_blocking=True)
+            with accelerator.accumulate(model):
+                out = walk_back_loss(model(clips).float(), config.temperature, config.edge_dropout, dropout_rng.generator)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients and config.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            sums += torch.tensor([out.loss.item(), out.cycle_accuracies.mean().item(), len(clips), batch["skipped"]], device=sums.device)
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            global_step += 1
+            totals = accelerator.reduce(sums, reduction="sum").tolist()
+            sums.zero_()
+            micro = config.gradient_accumulation_steps * accelerator.num_processes
+            now = time.perf_counter()
+            logs = {"train/loss": totals[0] / micro, "train/cycle_accuracy": totals[1] / micro,
+                    "train/clips_per_s": totals[2] / (now - tick), "lr": scheduler.get_last_lr()[0]}
+            tick = now
+            result.losses.append(logs["train/loss"])
+            result.cycle_accuracies.append(logs["train/cycle_accuracy"])
+            result.skipped_videos += int(totals[3])
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", acc=f"{logs['train/cycle_accuracy']:.3f}",
+                            clips_s=f"{logs['train/clips_per_s']:.1f}", skipped=result.skipped_videos)
+            if global_step % config.logging_steps == 0 or global_step == max_steps:
+                logs["train/skipped_videos"] = result.skipped_videos
+                accelerator.log(logs, step=global_step)
+                if main:
+                    with metrics_file.open("a") as f:
+                        f.write(json.dumps({"step": global_step, "epoch": epoch, **logs}) + "\n")
+            if config.validation_data and config.validation_steps and global_step % config.validation_steps == 0:
+                _validate(accelerator, model, config, global_step, metrics_file)
+            if global_step % config.checkpointing_steps == 0 or global_step == max_steps:
+                result.last_checkpoint = str(_save_checkpoint(accelerator, model, config, global_step))
+            if global_step >= max_steps:
+                break
+        epoch += 1
+    bar.close()
+
+    # 5. The final encoder.
+    if main:
+        tmp = output_dir / ".encoder.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        accelerator.unwrap_model(model).encoder.save_pretrained(tmp)
+        shutil.rmtree(output_dir / "encoder", ignore_errors=True)
+        tmp.rename(output_dir / "encoder")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    result.global_step = global_step
+    return result
+
+
+def _validate(accelerator: Accelerator, model: nn.Module, config: TrainConfig, step: int, metrics_file: Path) -> None:
+    """Label-propagation J on ``validation_data`` (main process), logged as ``val/J/<sequence>``."""
+    if accelerator.is_main_process:
+        encoder = accelerator.unwrap_model(model).encoder
+        scores = davis_j(encoder, config.validation_data, config.validation_resolution, config.validation_max_frames)
+        encoder.train()
+        logger.info("Step %d: validation J %s", step, {k: round(v, 4) for k, v in scores.items()})
+        logs = {f"val/J/{k}": v for k, v in scores.items()}
+        accelerator.log(logs, step=step)
+        with metrics_file.open("a") as f:
+            f.write(json.dumps({"step": step, **logs}) + "\n")
+    accelerator.wait_for_everyone()

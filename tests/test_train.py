@@ -1,11 +1,14 @@
 """The trainer end to end on CPU: a few steps on real clips, checkpoints, exact resume, 2 processes, bad data, CLI."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from accelerate import debug_launcher
 from accelerate.state import AcceleratorState, GradientState
 from test_train_data import small_config
 from testing_utils import (
@@ -109,8 +112,16 @@ def _two_process_run(output_dir: str) -> None:
 
 
 def test_two_processes_through_the_debug_launcher(tmp_path):
-    AcceleratorState._reset_state(True)
-    debug_launcher(_two_process_run, args=(str(tmp_path / "ddp"),), num_processes=2)
+    # a fresh interpreter: forking a process whose OpenMP pool earlier tests already started can deadlock the children
+    code = (
+        "import sys; from accelerate import debug_launcher; from test_train import _two_process_run; "
+        "debug_launcher(_two_process_run, args=(sys.argv[1],), num_processes=2)"
+    )
+    tests_dir = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ddp")], cwd=tests_dir, env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
     checkpoint = tmp_path / "ddp" / "checkpoint-1"
     assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert json.loads((checkpoint / "trainer_state.json").read_text())["global_step"] == 1

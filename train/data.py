@@ -28,8 +28,8 @@ from walkreg.video import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     VideoReadError,
-    _decode_rgb,
-    _frame_files,
+    decode_rgb,
+    frame_files,
     probe_video,
     read_image,
 )
@@ -187,7 +187,7 @@ def _decode(path: str, wanted: list[int], size, seek: bool) -> dict[int, torch.T
             if seek and count == 0 and index > wanted[0]:
                 return {}  # the seek overshot: the caller decodes from the start instead
             if index in wanted and index not in frames:
-                frames[index] = _decode_rgb(frame, size)
+                frames[index] = decode_rgb(frame, size)
             if index >= wanted[-1]:
                 break
     return frames
@@ -208,7 +208,7 @@ def read_clip(entry: VideoEntry, indices: list[int], short_side: int | None = No
     """
     size = _scaled_size(entry.height, entry.width, short_side)
     if os.path.isdir(entry.path):
-        files = _frame_files(Path(entry.path))
+        files = frame_files(Path(entry.path))
         if max(indices) >= len(files):
             raise VideoReadError(f"Frame folder {entry.path!r} has {len(files)} frames, fewer than its index says.")
         return torch.stack([read_image(files[i], size) for i in indices])

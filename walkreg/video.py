@@ -39,7 +39,8 @@ class VideoInfo:
     height: int
 
 
-def _frame_files(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
+    """The images of a frame folder in file-name order (a ``VideoReadError`` if there are none)."""
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise VideoReadError(f"Frame folder {str(folder)!r} contains no images ({', '.join(IMAGE_SUFFIXES)}).")
@@ -51,7 +52,8 @@ def _to_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0)
 
 
-def _decode_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> torch.Tensor:
+def decode_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> torch.Tensor:
+    """A decoded PyAV frame -> ``(3, H, W)`` float RGB in [0, 1], resized to ``size`` = ``(H, W)`` if given."""
     if size is not None:
         frame = frame.reformat(width=size[1], height=size[0], format="rgb24", interpolation="AREA")
     return _to_tensor(frame.to_ndarray(format="rgb24"))
@@ -61,7 +63,7 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> 
     """One image file -> ``(3, H, W)`` float in [0, 1] (``size`` = ``(H, W)`` resizes)."""
     try:
         with av.open(str(path)) as container:
-            return _decode_rgb(next(container.decode(video=0)), size)
+            return decode_rgb(next(container.decode(video=0)), size)
     except (av.error.FFmpegError, StopIteration, OSError) as err:
         raise VideoReadError(f"Cannot read image {str(path)!r}: {err or 'no frame decoded'}") from err
 
@@ -70,7 +72,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame count, frame rate and size of a video file or frame folder, without decoding the frames."""
     path = Path(path)
     if path.is_dir():
-        files = _frame_files(path)
+        files = frame_files(path)
         first = read_image(files[0])
         return VideoInfo(str(path), len(files), 0.0, first.shape[2], first.shape[1])
     if not path.is_file():
@@ -112,7 +114,7 @@ def iter_frames(
         raise ValueError(f"`max_frames` must be >= 1 or None, but is {max_frames}.")
     path = Path(path)
     if path.is_dir():
-        files = _frame_files(path)[::stride][:max_frames]
+        files = frame_files(path)[::stride][:max_frames]
         for file in files:
             yield read_image(file, size)
         return
@@ -126,7 +128,7 @@ def iter_frames(
                 decoded += 1
                 if (decoded - 1) % stride:
                     continue
-                yield _decode_rgb(frame, size)
+                yield decode_rgb(frame, size)
                 kept += 1
                 if max_frames is not None and kept >= max_frames:
                     return

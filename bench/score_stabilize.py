@@ -18,7 +18,9 @@ import json, resource, sys, time, torch
 from walkreg.scoring import ScoreConfig, load_encoder, score_clip
 from walkreg.stabilize import StabilizeConfig, stabilize
 from walkreg.video import iter_frames
-task, path, frames, spec = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+task, path, frames, spec, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+if threads:
+    torch.set_num_threads(threads)
 encoder = load_encoder(spec)
 start = time.perf_counter()
 if task == "score":
@@ -36,15 +38,16 @@ def main():
     parser.add_argument("--clip", default="/work/shared/data/videos/cups.mp4", help="a 480p clip")
     parser.add_argument("--encoder", default="random-small")
     parser.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--tasks", nargs="+", default=["score", "stabilize:crw", "stabilize:flow", "stabilize:ema"])
     args = parser.parse_args()
-    print(f"clip {args.clip}, encoder {args.encoder}, torch threads: default")
+    print(f"clip {args.clip}, encoder {args.encoder}, torch threads: {args.threads or 'default'}")
     print("| task | frames | seconds | fps | peak RSS MiB |")
     print("|---|---|---|---|---|")
     for task in args.tasks:
         for frames in args.lengths:
             wall = time.perf_counter()
-            result = subprocess.run([sys.executable, "-c", CHILD, task, args.clip, str(frames), args.encoder],
+            result = subprocess.run([sys.executable, "-c", CHILD, task, args.clip, str(frames), args.encoder, str(args.threads)],
                                     capture_output=True, text=True, env={"WALKREG_NO_PROGRESS": "1", "PATH": ""})
             if result.returncode:
                 raise SystemExit(result.stderr.strip().splitlines()[-1])

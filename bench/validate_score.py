@@ -1,10 +1,17 @@
 """Controlled-flicker study: is the CRW score monotone in flicker strength and does it rank edits like the flow warp error?
 
-On real clips from the shared data (resized to 240p, first N frames) make per-frame edits of controlled strength:
-independent per-frame colour gains, brightness offsets and texture noise, a per-frame stylisation (posterised
-colour transform with parameters drawn per frame), shuffled frames and dropped (held) frames. Score every edit
-against its source with ``walkreg.scoring.score_clip`` and with the DIS flow warp error, side by side, then
-stabilise one flickering edit with each method. Usage:
+On real clips from the shared data (first N frames, resized) make per-frame edits of controlled strength:
+independent per-frame colour gains, brightness offsets and texture noise, a per-frame stylisation (a colour
+matrix and posterisation drawn per frame), shuffled frames, dropped (held) frames and a frozen clip. Score every
+edit against its source with ``walkreg.scoring.score_clip`` and, side by side, with the DIS optical-flow warp error
+(flow of the source), then check
+
+- Spearman rank correlation of each CRW score with the negated flow warp error, per clip and pooled over clips;
+- monotonicity of the scores in the strength of each flicker family;
+
+and stabilise two flickering edits (colour 0.2 and the per-frame stylisation) with each method of
+``walkreg.stabilize`` at several strengths (a flicker / fidelity trade-off curve per method): flicker is the flow warp error of the output with flow from the source (an independent
+measure: no CRW involved), fidelity is the mean absolute distance to the per-frame edit. Usage:
 
     python bench/validate_score.py --encoder random-small --frames 16
 """
@@ -14,12 +21,31 @@ import time
 
 import torch
 
-from walkreg.scoring import ScoreConfig, load_encoder, score_clip
-from walkreg.stabilize import StabilizeConfig, stabilize
+from walkreg.scoring import ScoreConfig, flow_warp_error, guide_flow, load_encoder, score_clip, warp_error
+from walkreg.stabilize import METHODS, StabilizeConfig, stabilize
 from walkreg.video import read_video
 
 
-CLIPS = ["davis/JPEGImages/480p/blackswan", "davis/JPEGImages/480p/car-roundabout", "davis/JPEGImages/480p/dance-twirl"]
+CLIPS = ["davis/JPEGImages/480p/blackswan", "davis/JPEGImages/480p/dance-twirl", "videos/cups.mp4", "videos/davis-scooter-black.mp4"]
+FAMILIES = ("colour", "brightness", "texture")
+STABILISED = ("colour 0.2", "stylised per frame")
+STRENGTHS = (0.5, 0.8, 0.9)
+
+
+class CachedFeatures:
+    """An encoder whose features are computed once per frame tensor: every edit is scored against the same
+    source, and each edit is scored twice. Frames are kept alive with their features so their storage (the key)
+    cannot be reused by another tensor."""
+
+    def __init__(self, encoder):
+        self.encoder, self.cache = encoder, {}
+
+    def iter_features(self, frames):
+        frames = list(frames)
+        missing = [f for f in frames if f.data_ptr() not in self.cache]
+        for frame, feats in zip(missing, self.encoder.iter_features(missing), strict=True):
+            self.cache[frame.data_ptr()] = (frame, feats)
+        return (self.cache[f.data_ptr()][1] for f in frames)
 
 
 def per_frame(frames: torch.Tensor, seed: int, fn) -> torch.Tensor:
@@ -53,14 +79,14 @@ def edits(src: torch.Tensor) -> dict[str, torch.Tensor]:
     order = torch.arange(len(src)).view(-1, 4)[:, torch.tensor([1, 0, 3, 2])].flatten()
     out["shuffled"] = src[order]
     out["dropped (held)"] = src[torch.arange(len(src)) // 2 * 2]
+    out["frozen"] = src[:1].expand_as(src).contiguous()
     return out
 
 
 def ranks(values: list[float]) -> torch.Tensor:
-    order = torch.tensor(values).argsort()
-    r = torch.empty(len(values))
-    r[order] = torch.arange(len(values), dtype=torch.float)
-    return r
+    """Ranks with ties averaged."""
+    x = torch.tensor(values, dtype=torch.float64)
+    return ((x[:, None] > x[None]).sum(1) + ((x[:, None] == x[None]).sum(1) - 1) / 2).double()
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -69,52 +95,106 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()))
 
 
+def source_warp_error(flows: list, frames: torch.Tensor) -> float:
+    """Mean warp error of ``frames`` ``(T, 3, H, W)`` along the source's flows (``guide_flow`` of every pair)."""
+    return sum(warp_error(flow, (frames[t], frames[t + 1])) for t, flow in enumerate(flows)) / len(flows)
+
+
+def own_warp_error(frames: torch.Tensor) -> float:
+    """Mean DIS flow warp error of ``frames`` along their own flow (what is measurable without a source)."""
+    return sum(flow_warp_error((frames[t], frames[t + 1]), (frames[t], frames[t + 1])) for t in range(len(frames) - 1)) / (len(frames) - 1)
+
+
+def score_table(name: str, src: torch.Tensor, flows: list, made: dict, encoder, config: ScoreConfig) -> dict[str, dict[str, float]]:
+    """Score every edit (``walk_back`` needs no source, so one pass with the source gives all CRW scores)."""
+    rows = {}
+    start = time.perf_counter()
+    for label, edited in made.items():
+        rows[label] = score_clip(edited, encoder, src, config).overall
+        rows[label].update(flow_warp_error=source_warp_error(flows, edited), flow_error_own=own_warp_error(edited))
+    print(f"\n## {name} ({time.perf_counter() - start:.0f} s)\n")
+    print("| edit | fidelity | fidelity error | agreement | walk_back | flow warp error (source flow) | flow warp error (edit's own flow) |")
+    print("|---|---|---|---|---|---|---|")
+    for label, r in rows.items():
+        print(f"| {label} | {r['fidelity']:.4f} | {r['fidelity_error']:.4f} | {r['agreement']:.4f} | {r['walk_back']:.4f} "
+              f"| {r['flow_warp_error']:.4f} | {r['flow_error_own']:.4f} |")
+    print()
+    for line in correlations(rows):
+        print(line)
+    for family in FAMILIES:
+        values = [rows["clean"]] + [r for k, r in rows.items() if k.startswith(family)]
+        for key, sign in (("fidelity", 1), ("walk_back", 1), ("flow_warp_error", -1)):
+            seq = [sign * v[key] for v in values]
+            print(f"{family}: {key} monotone in strength: {all(a > b for a, b in zip(seq, seq[1:], strict=False))} "
+                  f"{[round(sign * x, 4) for x in seq]}")
+    return rows
+
+
+def correlations(rows: dict) -> list[str]:
+    flow = [-r["flow_warp_error"] for r in rows.values()]
+    own = [-r["flow_error_own"] for r in rows.values()]
+    return [f"Spearman(fidelity, -flow warp error) = {spearman([r['fidelity'] for r in rows.values()], flow):.3f}",
+            f"Spearman(agreement, -flow warp error) = {spearman([r['agreement'] for r in rows.values()], flow):.3f}",
+            f"Spearman(walk_back, -edit's own flow warp error) = {spearman([r['walk_back'] for r in rows.values()], own):.3f}"]
+
+
+def stabilisation_table(src: torch.Tensor, flows: list, made: dict, encoder) -> list[dict]:
+    """Stabilise each edit of ``STABILISED`` with every method at every strength (the flicker / fidelity trade-off)."""
+    print("\n| edit | method | strength | flicker: flow warp error | flicker reduction | MAE to per-frame edit | MAE to source | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    results = []
+    for label in STABILISED:
+        edited = made[label]
+        before = source_warp_error(flows, edited)
+        print(f"| {label} | none | | {before:.4f} | 0% | 0 | {(edited - src).abs().mean():.4f} | |")
+        for method in METHODS:
+            for strength in STRENGTHS:
+                start = time.perf_counter()
+                out = torch.stack(list(stabilize(src, edited, encoder, StabilizeConfig(method=method, strength=strength))))
+                seconds = time.perf_counter() - start
+                flicker = source_warp_error(flows, out)
+                fidelity = float((out - edited).abs().mean())
+                results.append({"method": method, "strength": strength, "reduction": 1 - flicker / before, "mae": fidelity})
+                print(f"| {label} | {method} | {strength} | {flicker:.4f} | {100 * (1 - flicker / before):.0f}% | {fidelity:.4f} "
+                      f"| {(out - src).abs().mean():.4f} | {seconds:.1f} |")
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="/work/shared/data")
+    parser.add_argument("--clips", nargs="+", default=CLIPS, help="clips relative to --data")
     parser.add_argument("--encoder", default="random-small")
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--size", type=int, nargs=2, default=(240, 427))
+    parser.add_argument("--frames", type=int, default=16, help="frames per clip (a multiple of 4)")
+    parser.add_argument("--size", type=int, nargs=2, default=(240, 427), metavar=("H", "W"))
+    parser.add_argument("--sub-cells", type=int, default=ScoreConfig.sub_cells, help="ScoreConfig.sub_cells")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids thread contention on a shared CPU)")
     args = parser.parse_args()
-    encoder = load_encoder(args.encoder)
-    config = ScoreConfig(include_flow=True)
-    print(f"encoder {args.encoder}; {args.frames} frames at {args.size[1]}x{args.size[0]}")
-    for clip in CLIPS:
+    if args.frames % 4:
+        parser.error(f"--frames must be a multiple of 4 (the shuffle swaps frames in blocks of 4), but is {args.frames}")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = ScoreConfig(sub_cells=args.sub_cells)
+    print(f"# encoder {args.encoder}; {args.frames} frames per clip at {args.size[1]}x{args.size[0]}; {config}")
+    pooled, stabilised = {}, []
+    for clip in args.clips:
+        encoder = CachedFeatures(load_encoder(args.encoder))
         src = read_video(f"{args.data}/{clip}", max_frames=args.frames, size=tuple(args.size))
-        name = clip.split("/")[-1]
-        rows = {}
-        start = time.perf_counter()
+        name = clip.rstrip("/").split("/")[-1]
         made = edits(src)
-        for label, edited in made.items():
-            rows[label] = score_clip(edited, encoder, src, config).overall
-            no_source = score_clip(edited, encoder, None, config).overall
-            rows[label]["walk_back_no_source"] = no_source["walk_back"]
-            rows[label]["flow_error_no_source"] = no_source["flow_warp_error"]
-        print(f"\n## {name} ({time.perf_counter() - start:.0f} s)")
-        print("| edit | fidelity | agreement | walk_back | flow warp error (source flow) | flow warp error (edit's own flow) |")
-        print("|---|---|---|---|---|---|")
-        for label, r in rows.items():
-            print(f"| {label} | {r['fidelity']:.4f} | {r['agreement']:.4f} | {r['walk_back']:.4f} | {r['flow_warp_error']:.4f} | {r['flow_error_no_source']:.4f} |")
-        flow = [-r["flow_warp_error"] for r in rows.values()]
-        own_flow = [-r["flow_error_no_source"] for r in rows.values()]
-        for key in ("fidelity", "agreement"):
-            print(f"Spearman({key}, -flow warp error) = {spearman([r[key] for r in rows.values()], flow):.3f}")
-        print(f"Spearman(walk_back, -edit's own flow warp error) = {spearman([r['walk_back'] for r in rows.values()], own_flow):.3f}")
-        for family in ("colour", "brightness", "texture"):
-            values = [rows["clean"]] + [r for k, r in rows.items() if k.startswith(family)]
-            for key in ("fidelity", "walk_back"):
-                seq = [v[key] for v in values]
-                print(f"{family}: {key} monotone decreasing with strength: {all(a > b for a, b in zip(seq, seq[1:], strict=False))} {[round(x, 4) for x in seq]}")
-        # stabilisation of the strongest colour flicker, against the clean edit it came from
-        flickering = made["colour 0.2"]
-        print("\n| method | flow warp error (flicker) | fidelity | MAE to per-frame edit | MAE to clean clip | s |")
-        print("|---|---|---|---|---|---|")
-        for method in ("none", "ema", "flow", "crw"):
-            start = time.perf_counter()
-            out = flickering if method == "none" else torch.stack(list(stabilize(src, flickering, encoder, StabilizeConfig(method=method))))
-            seconds = time.perf_counter() - start
-            r = score_clip(out, encoder, src, config).overall
-            print(f"| {method} | {r['flow_warp_error']:.4f} | {r['fidelity']:.4f} | {(out - flickering).abs().mean():.4f} | {(out - src).abs().mean():.4f} | {seconds:.1f} |")
+        flows = [guide_flow(src[t], src[t + 1]) for t in range(len(src) - 1)]
+        rows = score_table(name, src, flows, made, encoder, config)
+        pooled.update({f"{name}: {label}": r for label, r in rows.items()})
+        stabilised += stabilisation_table(src, flows, made, encoder)
+    print(f"\n## pooled over {len(args.clips)} clips ({len(pooled)} edits)\n")
+    for line in correlations(pooled):
+        print(line)
+    print("\n| method | strength | mean flicker reduction | mean MAE to per-frame edit |\n|---|---|---|---|")
+    for method in METHODS:
+        for strength in STRENGTHS:
+            chosen = [r for r in stabilised if (r["method"], r["strength"]) == (method, strength)]
+            print(f"| {method} | {strength} | {100 * sum(r['reduction'] for r in chosen) / len(chosen):.1f}% "
+                  f"| {sum(r['mae'] for r in chosen) / len(chosen):.4f} |")
 
 
 if __name__ == "__main__":

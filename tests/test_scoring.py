@@ -1,12 +1,15 @@
+import functools
 import json
 
 import pytest
 import torch
-from testing_utils import CLIPS, synthetic_video, tiny_encoder
+import torch.nn.functional as F
+from testing_utils import CLIPS, assert_tensors_close, synthetic_video, tiny_encoder
 
 from walkreg.cli import main
-from walkreg.scoring import PixelFeatures, ScoreConfig, score_clip
+from walkreg.scoring import PixelFeatures, ScoreConfig, home_mass, score_clip, walk_step
 from walkreg.video import read_video, write_video
+from walkreg.walk import local_transitions
 
 
 def flicker(frames: torch.Tensor, strength: float, seed: int = 0) -> torch.Tensor:
@@ -25,6 +28,32 @@ def encoder_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("encoder")
     tiny_encoder(0).save_pretrained(path)
     return path
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_leaky_walks_and_home_mass_match_a_dense_reference(depth):
+    g = torch.Generator().manual_seed(depth)
+    h, w = 9, 11
+    config = ScoreConfig(radius=3.5, top_k=5, home_radius=2.5, colour_scale=0.3)
+    feats = [F.normalize(torch.randn(1, 8, h, w, generator=g), dim=1) for _ in range(depth + 1)]
+    colours = [torch.rand(1, 3, h, w, generator=g) * 0.3 for _ in range(depth + 1)]
+
+    def dense_step(a, b):  # the plain transitions times the leak exp(-|colour difference| / colour_scale)
+        plain = local_transitions(feats[a], feats[b], config.temperature, config.radius, config.top_k).to_dense()[0]
+        diff = (colours[a].flatten(2)[0][:, :, None] - colours[b].flatten(2)[0][:, None]).abs().mean(0)
+        return plain * torch.exp(-diff / config.colour_scale)
+
+    out = [walk_step(feats[i], feats[i + 1], config, colours[i], colours[i + 1]) for i in range(depth)]
+    back = [walk_step(feats[i + 1], feats[i], config, colours[i + 1], colours[i]) for i in reversed(range(depth))]
+    for step, (a, b) in zip(out, [(i, i + 1) for i in range(depth)], strict=True):
+        assert_tensors_close(step.to_dense()[0], dense_step(a, b))
+    walk = functools.reduce(torch.matmul, [dense_step(i, i + 1) for i in range(depth)] + [dense_step(i + 1, i) for i in reversed(range(depth))])
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    cells = torch.stack([ys, xs], -1).view(-1, 2).float()
+    home = torch.cdist(cells, cells) < config.home_radius
+    expected = (walk * home).sum(1)
+    assert expected.min() > 0 and expected.max() < 1
+    assert_tensors_close(home_mass(out, back, w, config.home_radius), expected, atol=1e-6)
 
 
 def test_unedited_clip_is_fully_consistent_and_flicker_is_monotone(clip):

@@ -35,6 +35,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # train-time normalisation of the official code
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 WEIGHTS_NAME = "model.safetensors"
+BUNDLED_ENCODER = Path(__file__).parent / "assets" / "encoder"  # the default encoder shipped in the package
 
 
 def _conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -229,8 +230,16 @@ class CRWEncoder(
         os.replace(tmp, target)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> CRWEncoder:
-        """Load an encoder directory (``config.json`` + ``model.safetensors``) or a Hub repo id (``org/name``)."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs) -> CRWEncoder:
+        """Load an encoder directory (``config.json`` + ``model.safetensors``) or a Hub repo id (``org/name``).
+
+        With no argument, the encoder bundled with walkreg (``walkreg/assets/encoder``, see its model card) loads
+        offline.
+        """
+        if pretrained_model_name_or_path is None:
+            if not (BUNDLED_ENCODER / WEIGHTS_NAME).is_file():
+                raise FileNotFoundError(f"This walkreg installation has no bundled encoder at {str(BUNDLED_ENCODER)!r}.")
+            pretrained_model_name_or_path = BUNDLED_ENCODER
         path = str(pretrained_model_name_or_path)
         local = os.path.isabs(path) or path.startswith(".") or path.count("/") != 1 or os.path.exists(path)
         if local and not os.path.isdir(path):

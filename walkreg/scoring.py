@@ -12,7 +12,8 @@ Every score is given per frame pair ``(t, t+1)`` and overall (the mean over pair
 - ``fidelity`` (needs the source): the edited frame ``t`` is carried along the *source* transitions onto frame
   ``t+1`` and compared with the edited frame ``t+1``, relative to the source carried the same way: what is
   carried is the edit's residual ``edited - source`` (values: ``sub_cells x sub_cells`` colours of every 8x8
-  cell), so an unedited clip scores exactly 1 however it moves and the resampling blur of the walk cancels.
+  cell, by default every pixel, so a per-pixel texture flicker counts in full), so an unedited clip scores
+  exactly 1 however it moves and the resampling blur of the walk cancels.
   ``fidelity = exp(-error / colour_scale)`` with ``error`` the confidence-weighted mean absolute difference
   (also reported as ``fidelity_error``, [0, 1], lower is better). The confidence of a source cell is its forward-backward
   cycle consistency: the mass of the source walk ``t+1 -> t -> t+1`` that comes home, so occluded and
@@ -35,12 +36,12 @@ warped onto ``t+1``, forward-backward occlusion check, mean absolute error in [0
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import json
 import math
 import os
 import sys
-import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -53,7 +54,8 @@ import torch.nn.functional as F
 from walkreg.encoder import CRWEncoder
 from walkreg.progress import progress
 from walkreg.video import VIDEO_SUFFIXES, iter_frames, probe_video
-from walkreg.walk import local_transitions
+from walkreg.walk import SparseTransitions, local_transitions
+from walkreg.windows import LocalWindows, gather_rows
 
 
 SCHEMA = "walkreg.score/1"
@@ -102,8 +104,8 @@ def pad_to_cells(frames: torch.Tensor) -> torch.Tensor:
 
 def cell_values(frame: torch.Tensor, sub_cells: int) -> torch.Tensor:
     """``(3, H, W)`` -> ``(1, 3 * sub_cells**2, h, w)``: the mean colours of ``sub_cells x sub_cells`` blocks per cell."""
-    pooled = F.avg_pool2d(pad_to_cells(frame[None]), STRIDE // sub_cells)
-    return F.pixel_unshuffle(pooled, sub_cells)
+    padded = pad_to_cells(frame[None])
+    return F.pixel_unshuffle(padded if sub_cells == STRIDE else F.avg_pool2d(padded, STRIDE // sub_cells), sub_cells)
 
 
 def cell_colours(values: torch.Tensor) -> torch.Tensor:
@@ -113,62 +115,93 @@ def cell_colours(values: torch.Tensor) -> torch.Tensor:
 
 # -- sparse walks -----------------------------------------------------------------------------------------------
 
-def _sparse(rows: torch.Tensor, cols: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), weights, shape, check_invariants=False).coalesce()
+def walk_step(query: torch.Tensor, key: torch.Tensor, config: ScoreConfig, query_colours=None, key_colours=None) -> SparseTransitions:
+    """``top_k`` transitions per cell from the cells of ``query`` to those of ``key`` (both ``(1, C, h, w)``).
 
-
-def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    with warnings.catch_warnings():  # torch routes sparse @ sparse through its beta CSR kernels
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse.mm(a, b).coalesce()
-
-
-def walk_step(query: torch.Tensor, key: torch.Tensor, config: ScoreConfig, query_colours=None, key_colours=None) -> torch.Tensor:
-    """Sparse ``(N, N)`` transitions from the cells of ``query`` to those of ``key`` (both ``(1, C, h, w)``).
-
-    With colours (``(1, 3, h, w)`` each), every entry is scaled by ``exp(-|colour difference| / colour_scale)``,
-    so rows sum to at most 1 and the missing mass is the walker that leaked out.
+    With colours (``(1, 3, h, w)`` each), the step is :func:`leaky`.
     """
-    tr = local_transitions(query, key, config.temperature, config.radius, config.top_k)
-    indices, weights = tr.indices[0], tr.weights[0]  # (N, K)
-    if query_colours is not None:
-        qc, kc = query_colours.flatten(2)[0], key_colours.flatten(2)[0]  # (3, N)
-        diff = (qc[:, :, None] - kc[:, indices]).abs().mean(0)
-        weights = weights * torch.exp(-diff / config.colour_scale)
-    n, k = indices.shape
-    rows = torch.arange(n, device=indices.device).repeat_interleave(k)
-    return _sparse(rows, indices.flatten(), weights.flatten(), (n, tr.num_keys))
+    step = local_transitions(query, key, config.temperature, config.radius, config.top_k)
+    return step if query_colours is None else leaky(step, query_colours, key_colours, config.colour_scale)
 
 
-def home_matrix(height: int, width: int, home_radius: float) -> torch.Tensor:
-    """Sparse ``(N, N)`` 0/1 matrix: 1 where two cells of an ``height x width`` grid are closer than ``home_radius``."""
+def leaky(step: SparseTransitions, query_colours: torch.Tensor, key_colours: torch.Tensor, colour_scale: float) -> SparseTransitions:
+    """Scale every entry of a batch-1 ``step`` by ``exp(-|colour difference| / colour_scale)`` (colours
+    ``(1, 3, h, w)`` of the query and key cells, mean absolute difference), so rows sum to at most 1 and the
+    missing mass is the walker that leaked out."""
+    target = gather_rows(LocalWindows.pad(key_colours), step.indices[0])  # (1, N, K, 3)
+    diff = (query_colours.flatten(2).transpose(1, 2)[:, :, None] - target).abs().mean(-1)  # (1, N, K)
+    return SparseTransitions(step.indices, step.weights * torch.exp(-diff / colour_scale), step.num_keys)
+
+
+def carry(step: SparseTransitions, values: torch.Tensor) -> torch.Tensor:
+    """Pull the key frame's ``(1, L, h, w)`` values onto the query cells along a batch-1 ``step``: ``(1, L, N)``.
+
+    The same as :meth:`SparseTransitions.apply`, through cell-major row gathers (faster for many channels).
+    """
+    return torch.einsum("bnkl,bnk->bln", gather_rows(LocalWindows.pad(values), step.indices[0]), step.weights)
+
+
+def expand_paths(steps: list[SparseTransitions]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every walk of ``len(steps)`` steps from each start node, one column per path (``K ** len(steps)`` columns).
+
+    ``steps`` are batch-1 transitions in walking order. Returns ``(ends, weights)``, both ``(N, P)``: the node each
+    path ends on and the path's probability (the product of its steps' weights).
+    """
+    ends, weights = steps[0].indices[0], steps[0].weights[0]
+    for step in steps[1:]:
+        k = step.indices.shape[-1]
+        flat = ends.flatten()
+        weights = (weights[..., None] * step.weights[0].index_select(0, flat).view(*ends.shape, k)).flatten(1)
+        ends = step.indices[0].index_select(0, flat).view(*ends.shape, k).flatten(1)
+    return ends, weights
+
+
+@functools.lru_cache(maxsize=8)
+def _home_offsets(home_radius: float) -> torch.Tensor:
+    """``(2, D)`` integer offsets ``(dy, dx)`` strictly closer than ``home_radius`` to ``(0, 0)``."""
     reach = math.ceil(home_radius) - 1
-    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    rows, cols = [], []
-    for dy in range(-reach, reach + 1):
-        for dx in range(-reach, reach + 1):
-            if dy * dy + dx * dx >= home_radius**2:
-                continue
-            inside = (ys + dy >= 0) & (ys + dy < height) & (xs + dx >= 0) & (xs + dx < width)
-            rows.append((ys * width + xs)[inside])
-            cols.append(((ys + dy) * width + xs + dx)[inside])
-    rows, cols = torch.cat(rows), torch.cat(cols)
-    return _sparse(rows, cols, torch.ones(rows.shape[0]), (height * width, height * width))
+    ys, xs = torch.meshgrid(torch.arange(-reach, reach + 1), torch.arange(-reach, reach + 1), indexing="ij")
+    near = ys.square() + xs.square() < home_radius**2
+    return torch.stack([ys[near], xs[near]])
 
 
-def home_mass(outward: list[torch.Tensor], inward: list[torch.Tensor], home: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` mass of the walk ``outward[0] @ ... @ inward[-1]`` that ends within ``home`` of its start node.
+@functools.lru_cache(maxsize=8)
+def _cell_coordinates(num_cells: int, width: int) -> torch.Tensor:
+    """``(2, N)`` row and column of every cell of a row-major grid."""
+    cells = torch.arange(num_cells)
+    return torch.stack([cells.div(width, rounding_mode="floor"), cells % width])
 
-    ``outward`` are the steps away from the start frame, ``inward`` the steps back, in walking order.
+
+def home_mass(outward: list[SparseTransitions], inward: list[SparseTransitions], width: int, home_radius: float) -> torch.Tensor:
+    """``(N,)`` mass of the walk ``outward[0] ... outward[-1] inward[0] ... inward[-1]`` that ends strictly closer
+    than ``home_radius`` cells to its start node (cells of a row-major grid ``width`` cells wide).
+
+    ``outward`` are the steps away from the start frame, ``inward`` the steps back, in walking order (batch-1
+    :class:`SparseTransitions`). Meet in the middle: the inward walks from every turn node are merged
+    (``scatter_add``) into a local window of offsets around it, and every outward path sums that window over the
+    home disk around its own start: ``O(N * K ** depth)`` work, no ``N x N`` matrix.
     """
-    away = outward[0]
-    for step in outward[1:]:
-        away = _matmul(away, step)
-    back = inward[0]
-    for step in inward[1:]:
-        back = _matmul(back, step)
-    landed = _matmul(back, home).t().coalesce()  # (N_start, N_turn): mass from turn node landing near each start
-    return torch.sparse.sum(away * landed, dim=1).to_dense()
+    turns, away = expand_paths(outward)  # (N, P) turn nodes of the paths from each start node
+    ends, back = expand_paths(inward)  # (N, Q) end nodes of the paths from each turn node
+    num_cells = turns.shape[0]
+    coords = _cell_coordinates(num_cells, width).to(turns.device)
+
+    def at(cells: torch.Tensor) -> torch.Tensor:
+        return coords.index_select(1, cells.flatten()).view(2, *cells.shape)
+
+    # (2, N, P) offsets as seen from the turn node, 0 on paths without mass (their cells may be padding)
+    here = coords[:, :, None]
+    inner = (at(ends) - here) * (back > 0)  # where each inward path ends
+    outer = (here - at(turns)) * (away > 0)  # where each outward path started
+    home = _home_offsets(home_radius).to(turns.device)
+    half = int(max(inner.abs().max(), outer.abs().max())) + int(home.max())
+    side = 2 * half + 1
+    landed = back.new_zeros(num_cells, side * side)
+    landed.scatter_add_(1, (inner[0] + half) * side + inner[1] + half, back)
+    start = turns * side * side + (outer[0] + half) * side + outer[1] + half  # (N, P) the start in the turn's window
+    near = landed.flatten().index_select(0, (start[..., None] + home[0] * side + home[1]).flatten())
+    near = near.view(*start.shape, -1).sum(-1)  # (N, P) the inward mass landing near each path's start
+    return (away * near).sum(1)
 
 
 # -- classical flow baseline ------------------------------------------------------------------------------------
@@ -212,16 +245,25 @@ def flow_visibility(backward: torch.Tensor, forward: torch.Tensor) -> torch.Tens
     return mismatch < 0.01 * (backward.square().sum(0) + there.square().sum(0)) + 0.5
 
 
-def flow_warp_error(guide: tuple[torch.Tensor, torch.Tensor], edited: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """Warp error of an edited frame pair along the flow of the ``guide`` pair (both ``(3, H, W)`` pairs, t then t+1).
+def guide_flow(frame_t: torch.Tensor, frame_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DIS flow of a guide pair (``(3, H, W)`` each) for :func:`flow_warp_error`: the ``(2, H, W)`` backward flow
+    ``t+1 -> t`` and the ``(H, W)`` bool mask of the pixels of ``t+1`` that pass the forward-backward check."""
+    backward, forward = dis_flow(frame_next, frame_t), dis_flow(frame_t, frame_next)
+    return backward, flow_visibility(backward, forward)
 
-    Returns the mean absolute difference (in [0, 1]) between edited frame ``t+1`` and edited frame ``t`` warped
-    onto it, over the pixels that pass the occlusion check; lower is more consistent.
-    """
-    backward, forward = dis_flow(guide[1], guide[0]), dis_flow(guide[0], guide[1])
-    visible = flow_visibility(backward, forward)
+
+def warp_error(flow: tuple[torch.Tensor, torch.Tensor], edited: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Mean absolute difference (in [0, 1]) between edited frame ``t+1`` and edited frame ``t`` (``(3, H, W)``
+    each) warped onto it along ``flow`` (from :func:`guide_flow`), over the visible pixels; lower is more consistent."""
+    backward, visible = flow
     error = (warp(edited[0], backward) - edited[1]).abs().mean(0)
     return float(error[visible].mean()) if visible.any() else float(error.mean())
+
+
+def flow_warp_error(guide: tuple[torch.Tensor, torch.Tensor], edited: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Warp error of an edited frame pair along the DIS flow of the ``guide`` pair (both ``(3, H, W)`` pairs, t then
+    t+1): :func:`warp_error` of :func:`guide_flow`."""
+    return warp_error(guide_flow(*guide), edited)
 
 
 # -- scoring ----------------------------------------------------------------------------------------------------
@@ -231,13 +273,15 @@ class ScoreConfig:
     """Hyper-parameters of :func:`score_clip`.
 
     Attributes:
-        window: frames per palindrome window for ``walk_back`` (``>= 2``; 3 walks ``t->t+1->t`` and ``t->t+2->t``).
+        window: frames per palindrome window for ``walk_back`` (``>= 2``; 3 walks ``t->t+1->t`` and ``t->t+2->t``);
+            the work per cell grows as ``top_k ** (window - 1)``.
         temperature: softmax temperature on cosine affinities.
         radius: a step may reach cells strictly closer than this, in feature cells.
         top_k: transitions kept per cell.
         home_radius: a walk is home when it ends strictly closer than this to its start, in cells.
         colour_scale: colour difference (mean absolute, [0, 1] scale) that costs a factor ``e`` of score.
-        sub_cells: colour blocks per cell side carried for ``fidelity`` (1, 2, 4 or 8).
+        sub_cells: colour blocks per cell side carried for ``fidelity`` (1, 2, 4 or 8; 8 is every pixel: coarser
+            blocks average away part of a per-pixel texture flicker).
         include_flow: also compute the DIS ``flow_warp_error`` baseline (needs OpenCV).
         num_worst: worst frame pairs kept with thumbnails and heat maps for the report (0: none).
         preview_frames: at most this many frames kept (evenly spaced) for the report's heat-map animation.
@@ -250,7 +294,7 @@ class ScoreConfig:
     top_k: int = 8
     home_radius: float = 1.5
     colour_scale: float = 0.05
-    sub_cells: int = 4
+    sub_cells: int = 8
     include_flow: bool = False
     num_worst: int = 0
     preview_frames: int = 0
@@ -354,7 +398,6 @@ def score_clip(
     edit_stream = iter(_PairStream(edited, encoder, cfg))
     source_stream = iter(_PairStream(source, encoder, cfg)) if source is not None else None
     preview_every = max(1, math.ceil((num_frames or 1) / cfg.preview_frames)) if cfg.preview_frames else 0
-    home = None
     steps: deque = deque(maxlen=cfg.window - 1)  # (forward, backward) leaky steps of the latest pairs
     returns: dict[int, list[float]] = {}
     pairs: list[dict[str, float]] = []
@@ -370,10 +413,8 @@ def score_clip(
         if src is not None and src[0].shape != frame.shape:
             raise ValueError(f"`source` frame {t} is {tuple(src[0].shape)}, but the edited frame is {tuple(frame.shape)}.")
         current = (frame, feats, values, cell_colours(values), src)
-        if prev is None:
-            home = home_matrix(*feats.shape[-2:], cfg.home_radius)
-        else:
-            pair, heat = _score_pair(prev, current, steps, returns, home, cfg, t - 1)
+        if prev is not None:
+            pair, heat = _score_pair(prev, current, steps, returns, cfg, t - 1)
             pairs.append(pair)
             view_score = pair["consistency"]
             if cfg.num_worst and (len(worst) < cfg.num_worst or -worst[0][0] > view_score):
@@ -400,16 +441,17 @@ def score_clip(
                        [v for _, _, v in sorted(worst, key=lambda item: -item[0])], preview)
 
 
-def _score_pair(prev, current, steps, returns, home, cfg: ScoreConfig, index: int) -> tuple[dict[str, float], torch.Tensor]:
+def _score_pair(prev, current, steps, returns, cfg: ScoreConfig, index: int) -> tuple[dict[str, float], torch.Tensor]:
     """Scores of pair ``index`` and its ``(h, w)`` inconsistency heat map (in [0, 1], 1 = inconsistent)."""
     _, f0, v0, c0, src0 = prev
     _, f1, v1, c1, src1 = current
     h, w = f1.shape[-2:]
-    steps.append((walk_step(f0, f1, cfg, c0, c1), walk_step(f1, f0, cfg, c1, c0)))
+    backward = walk_step(f1, f0, cfg)  # plain: reused by `agreement`
+    steps.append((walk_step(f0, f1, cfg, c0, c1), leaky(backward, c1, c0, cfg.colour_scale)))
     # palindromes that turn at this new frame: one per start frame still inside the window
     for depth in range(1, len(steps) + 1):
         chosen = list(steps)[-depth:]
-        mass = home_mass([fwd for fwd, _ in chosen], [bwd for _, bwd in reversed(chosen)], home)
+        mass = home_mass([fwd for fwd, _ in chosen], [bwd for _, bwd in reversed(chosen)], w, cfg.home_radius)
         returns.setdefault(index + 1 - depth, []).append(float(mass.mean()))
         if depth == 1:
             heat = 1 - mass.view(h, w)
@@ -418,13 +460,12 @@ def _score_pair(prev, current, steps, returns, home, cfg: ScoreConfig, index: in
         s_f0, s_f1 = src0[1], src1[1]
         back = walk_step(s_f1, s_f0, cfg)  # source t+1 -> t: carries frame t onto frame t+1
         there = walk_step(s_f0, s_f1, cfg)
-        confidence = home_mass([back], [there], home)
+        confidence = home_mass([back], [there], w, cfg.home_radius)
         # the edit's residual over the source, carried t -> t+1: zero for an unedited clip, whatever the motion
-        residual0, residual1 = (v0 - src0[2]).flatten(2)[0], (v1 - src1[2]).flatten(2)[0]  # (L, N)
-        carried = torch.sparse.mm(back, residual0.t()).t()
-        error_map = (carried - residual1).abs().mean(0)
+        residual0, residual1 = v0 - src0[2], (v1 - src1[2]).flatten(2)  # (1, L, h, w), (1, L, N)
+        error_map = (carry(back, residual0) - residual1).abs().mean(1)[0]
         error = float((error_map * confidence).sum() / confidence.sum().clamp_min(1e-8))
-        mixed = home_mass([walk_step(f1, f0, cfg)], [there], home)
+        mixed = home_mass([backward], [there], w, cfg.home_radius)
         agreement = float(mixed.mean() / confidence.mean().clamp_min(1e-8))
         pair.update(fidelity=math.exp(-error / cfg.colour_scale), fidelity_error=error, agreement=min(1.0, agreement))
         pair["consistency"] = pair["fidelity"]

@@ -35,11 +35,11 @@ from walkreg.progress import progress
 from walkreg.scoring import (
     STRIDE,
     ScoreConfig,
+    carry,
     check_pair,
     dis_flow,
     flow_visibility,
     home_mass,
-    home_matrix,
     load_encoder,
     pad_to_cells,
     walk_step,
@@ -93,17 +93,17 @@ def upsample(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 class _CRWCarrier:
     def __init__(self, config: ScoreConfig, full_confidence: float):
-        self.config, self.full_confidence, self.previous, self.home = config, full_confidence, None, None
+        self.config, self.full_confidence, self.previous = config, full_confidence, None
 
     def start(self, source: torch.Tensor, feats: torch.Tensor) -> None:
-        self.previous, self.home = feats, home_matrix(*feats.shape[-2:], self.config.home_radius)
+        self.previous = feats
 
     def step(self, source: torch.Tensor, feats: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         back, there = walk_step(feats, self.previous, self.config), walk_step(self.previous, feats, self.config)
         self.previous = feats
-        confidence = (home_mass([back], [there], self.home) / self.full_confidence).clamp(0, 1)
-        carried = torch.sparse.mm(back, residual.flatten(2)[0].t()).t()
-        return carried.view_as(residual), confidence.view(1, 1, *residual.shape[-2:])
+        confidence = home_mass([back], [there], feats.shape[-1], self.config.home_radius) / self.full_confidence
+        carried = carry(back, residual)
+        return carried.view_as(residual), confidence.clamp(0, 1).view(1, 1, *residual.shape[-2:])
 
 
 class _FlowCarrier:

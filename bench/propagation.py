@@ -51,7 +51,7 @@ def worker(args) -> None:
     encoder = CRWEncoder().eval()
     frames, mask = load_inputs(args)
     with torch.no_grad():
-        feats = [f for f in encoder.iter_features(frames)]
+        feats = list(encoder.iter_features(frames))
     h, w = feats[0].shape[-2:]
     labels = F.one_hot(mask, int(mask.max()) + 1).permute(2, 0, 1)[None].float()
     labels = F.interpolate(labels, size=(h, w), mode="bilinear", align_corners=False)

@@ -25,7 +25,7 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--model", required=True, help="local diffusers model directory (model_index.json, unet/, vae/, ...)")
     parser.add_argument("--prompt", required=True, help="text prompt for every frame")
     parser.add_argument("--out", required=True, help="edited video to write (.mp4)")
-    parser.add_argument("--encoder", default=None, help="CRW encoder directory (default: MODEL/crw_encoder, or 'random-small' / 'random')")
+    parser.add_argument("--encoder", default=None, help="CRW encoder directory (default: MODEL/crw_encoder if present, else the bundled encoder), or 'default', 'random', 'random-small'")
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--strength", type=float, default=0.6, help="img2img strength in (0, 1] (default 0.6)")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps before strength (default 30)")
@@ -61,12 +61,10 @@ def _load_encoder(spec: str | None, model: Path):
     from .pipeline_walkreg_video_edit import ENCODER_FOLDER
 
     if spec is None:
-        if not (model / ENCODER_FOLDER).is_dir():
-            raise ValueError(f"`--encoder` is required: {str(model)!r} has no {ENCODER_FOLDER}/ folder.")
-        spec = str(model / ENCODER_FOLDER)
+        spec = str(model / ENCODER_FOLDER) if (model / ENCODER_FOLDER).is_dir() else "default"
     encoder = load_encoder(spec)
     if not isinstance(encoder, CRWEncoder):
-        raise ValueError(f"`--encoder` must be a CRW encoder directory, 'random' or 'random-small', but is {spec!r}.")
+        raise ValueError(f"`--encoder` must be a CRW encoder directory, 'default', 'random' or 'random-small', but is {spec!r}.")
     return encoder
 
 

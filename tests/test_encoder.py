@@ -112,3 +112,10 @@ def test_bad_frames():
         encoder(torch.zeros(1, 1, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="`patches` must have shape"):
         encoder.node_embeddings(torch.rand(1, 2, 3, 32, 32))
+
+
+def test_the_bundled_encoder_loads_offline_with_no_arguments():
+    encoder = CRWEncoder.from_pretrained()
+    assert not encoder.training
+    feats = encoder(torch.rand(1, 2, 3, 32, 48))
+    assert feats.shape == (1, encoder.feature_dim, 2, 4, 6) and torch.isfinite(feats).all()

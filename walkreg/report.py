@@ -34,9 +34,10 @@ def _rgb(image: torch.Tensor) -> np.ndarray:
     return (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def _heat_rgb(heat: torch.Tensor) -> np.ndarray:
-    """``(h, w)`` in [0, 1] -> ``(h, w, 3)`` uint8 through the ``inferno`` colour map."""
+def _heat_rgb(heat: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """``(h, w)`` in [0, 1] -> ``(*size, 3)`` uint8 through the ``inferno`` colour map (nearest-resized to ``size``)."""
     plt = _pyplot()
+    heat = torch.nn.functional.interpolate(heat[None, None].float(), size=size, mode="nearest")[0, 0]
     return (plt.get_cmap("inferno")(heat.clamp(0, 1).numpy())[..., :3] * 255).astype(np.uint8)
 
 
@@ -65,7 +66,7 @@ def _plot_scores(out: ScoreOutput) -> str:
 def _pair_image(view: PairView) -> str:
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(10, 2.6))
-    for axis, image, title in zip(axes, [_rgb(view.frames[0]), _rgb(view.frames[1]), _heat_rgb(view.heat)],
+    for axis, image, title in zip(axes, [_rgb(view.frames[0]), _rgb(view.frames[1]), _heat_rgb(view.heat, view.frames.shape[-2:])],
                                   [f"frame {view.index}", f"frame {view.index + 1}", "inconsistency"], strict=True):
         axis.imshow(image)
         axis.set_title(title, fontsize=9)
@@ -77,7 +78,7 @@ def _animation(preview: list[PairView]) -> str:
     """Animated GIF: each kept frame beside its heat map."""
     from PIL import Image
 
-    frames = [Image.fromarray(np.concatenate([_rgb(v.frames[0]), _heat_rgb(v.heat)], axis=1)) for v in preview]
+    frames = [Image.fromarray(np.concatenate([_rgb(v.frames[0]), _heat_rgb(v.heat, v.frames.shape[-2:])], axis=1)) for v in preview]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=120, loop=0)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -60,7 +60,7 @@ from walkreg.windows import LocalWindows, gather_rows
 
 SCHEMA = "walkreg.score/1"
 BATCH_SCHEMA = "walkreg.score-batch/1"
-ENCODER_KEYWORDS = ("random", "random-small", "pixels")
+ENCODER_KEYWORDS = ("default", "random", "random-small", "pixels")
 STRIDE = 8  # pixels per feature cell
 
 
@@ -82,9 +82,11 @@ class PixelFeatures:
 
 
 def load_encoder(spec: str | os.PathLike) -> CRWEncoder | PixelFeatures:
-    """``--encoder``: a ``save_pretrained`` directory, or ``random`` / ``random-small`` (random-init ResNet-18,
-    full or quarter width, seed 0) or ``pixels`` (:class:`PixelFeatures`)."""
+    """``--encoder``: a ``save_pretrained`` directory, ``default`` (the encoder bundled with walkreg), ``random`` /
+    ``random-small`` (random-init ResNet-18, full or quarter width, seed 0) or ``pixels`` (:class:`PixelFeatures`)."""
     spec = str(spec)
+    if spec == "default":
+        return CRWEncoder.from_pretrained()
     if spec == "pixels":
         return PixelFeatures()
     if spec in ("random", "random-small"):
@@ -574,7 +576,7 @@ def register_cli(subparsers) -> None:
     )
     parser.add_argument("edited", metavar="EDITED", help="edited video file or frame folder (with --batch: a folder of them)")
     parser.add_argument("--source", help="the unedited clip (same length, size and frame rate); with --batch a folder")
-    parser.add_argument("--encoder", default="random", help="encoder directory (save_pretrained), or 'random', 'random-small', 'pixels' (default: random)")
+    parser.add_argument("--encoder", default="default", help="encoder directory (save_pretrained), or 'default' (bundled), 'random', 'random-small', 'pixels' (default: default)")
     parser.add_argument("--json", help="write the scores as JSON (schema walkreg.score/1, batch: walkreg.score-batch/1)")
     parser.add_argument("--report", help="write a self-contained HTML report (needs matplotlib)")
     parser.add_argument("--batch", action="store_true", help="score every clip in the EDITED folder")

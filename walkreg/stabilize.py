@@ -216,7 +216,7 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--source", required=True, help="the unedited clip (video file or frame folder)")
     parser.add_argument("--edited", required=True, help="the per-frame edit (same length, size and frame rate)")
     parser.add_argument("--out", required=True, help="output .mp4 (written atomically)")
-    parser.add_argument("--encoder", default="random", help="encoder directory, or 'random', 'random-small', 'pixels' (default: random)")
+    parser.add_argument("--encoder", default="default", help="encoder directory, or 'default' (bundled), 'random', 'random-small', 'pixels' (default: default)")
     parser.add_argument("--method", choices=METHODS, default="crw", help="crw (default), or the baselines flow (DIS optical flow) and ema")
     parser.add_argument("--strength", type=float, default=0.8, help="weight of the carried low band, in [0, 1) (default 0.8)")
     parser.add_argument("--fps", type=float, default=24.0, help="frame rate when the edit is a frame folder (default 24)")

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from walkreg.atomic import write_text_atomic
 from walkreg.video import probe_video, read_video, write_video
 
 
@@ -102,9 +103,6 @@ def run(args: argparse.Namespace) -> int:
     scores = {"source": str(args.source), "out": str(out), "num_frames": len(result.frames), "seed": args.seed,
               "strength": args.strength, "walkreg_weight": args.walkreg_weight, **result.consistency}
     if args.json:
-        target = Path(args.json)
-        tmp = target.with_name(f".{target.name}.partial")
-        tmp.write_text(json.dumps(scores, indent=2))
-        os.replace(tmp, target)
+        write_text_atomic(args.json, json.dumps(scores, indent=2) + "\n")
     sys.stdout.write(f"{out}: {len(result.frames)} frames, consistency {result.consistency['consistency']:.4f}\n")
     return 0

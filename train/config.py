@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from walkreg.atomic import write_text_atomic
+
 
 NODE_MODES = ("grid", "frame")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -156,11 +158,7 @@ class TrainConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the resolved config as JSON (through a temporary file, renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> TrainConfig:

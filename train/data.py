@@ -23,6 +23,7 @@ from pathlib import Path
 import av
 import torch
 
+from walkreg.atomic import write_text_atomic
 from walkreg.progress import progress
 from walkreg.video import (
     IMAGE_SUFFIXES,
@@ -131,10 +132,7 @@ def build_index(paths: list[str], cache_file: str | os.PathLike | None, num_work
 
     def save() -> None:
         if cache_path is not None:
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_path.with_name(f".{cache_path.name}.partial")
-            tmp.write_text(json.dumps({"version": INDEX_VERSION, "videos": cache}))
-            os.replace(tmp, cache_path)
+            write_text_atomic(cache_path, json.dumps({"version": INDEX_VERSION, "videos": cache}))
 
     stamps = {}
     for path in paths:

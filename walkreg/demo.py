@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from walkreg.atomic import write_text_atomic
 from walkreg.progress import progress
-from walkreg.scoring import SCHEMA, ScoreConfig, load_encoder, score_clip, write_text_atomic
+from walkreg.scoring import SCHEMA, ScoreConfig, load_encoder, score_clip
 from walkreg.stabilize import StabilizeConfig, stabilize
 from walkreg.video import probe_video, read_video, write_video
 

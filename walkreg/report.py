@@ -15,7 +15,8 @@ import os
 import numpy as np
 import torch
 
-from walkreg.scoring import PairView, ScoreOutput, write_text_atomic
+from walkreg.atomic import write_text_atomic
+from walkreg.scoring import PairView, ScoreOutput
 
 
 def _pyplot():

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from walkreg.atomic import write_text_atomic
 from walkreg.encoder import CRWEncoder
 from walkreg.progress import progress
 from walkreg.video import VIDEO_SUFFIXES, iter_frames, probe_video
@@ -508,18 +509,6 @@ def _clip_result(edited: Path, source: Path | None, encoder, args: argparse.Name
     body = {"schema": SCHEMA, "edited": str(edited), "source": str(source) if source else None, "encoder": str(args.encoder),
             "fps": probe_video(edited).fps, "config": asdict(config), **out.to_dict()}
     return body, out
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temporary name and rename it onto ``path`` (a failure leaves no partial file)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.partial")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _batch_clips(folder: Path, sources: Path | None) -> list[tuple[Path, Path | None]]:

@@ -19,6 +19,8 @@ import av
 import numpy as np
 import torch
 
+from walkreg.atomic import replace_atomically
+
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v", ".gif")
@@ -164,17 +166,6 @@ def _as_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def _replace_atomically(target: Path, write) -> None:
-    """Run ``write(tmp_path)`` then rename the result onto ``target``; remove the temporary on failure."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.partial{target.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_video(path: str | os.PathLike, frames: torch.Tensor | np.ndarray | Iterable, fps: float = 24.0, crf: int = 18) -> None:
     """Write frames as an H.264 mp4 (yuv420p, so odd sizes are padded by one edge pixel).
 
@@ -207,7 +198,7 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor | np.ndarray | Ite
                 raise ValueError("`frames` holds no frames.")
             container.mux(stream.encode())
 
-    _replace_atomically(Path(path), write)
+    replace_atomically(Path(path), write)
 
 
 def write_frames(folder: str | os.PathLike, frames: torch.Tensor | np.ndarray, suffix: str = ".png") -> list[Path]:
@@ -227,7 +218,7 @@ def write_frames(folder: str | os.PathLike, frames: torch.Tensor | np.ndarray, s
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
                 container.mux(stream.encode())
 
-        _replace_atomically(target, write)
+        replace_atomically(target, write)
         paths.append(target)
     return paths
 
@@ -283,7 +274,7 @@ def write_annotation(path: str | os.PathLike, ids: np.ndarray | torch.Tensor) ->
         + _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
         + _png_chunk(b"IEND", b"")
     )
-    _replace_atomically(Path(path), lambda tmp: tmp.write_bytes(png))
+    replace_atomically(Path(path), lambda tmp: tmp.write_bytes(png))
 
 
 @dataclass

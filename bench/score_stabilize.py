@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 CHILD = r"""
@@ -35,7 +36,7 @@ print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RU
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clip", default="/work/shared/data/videos/cups.mp4", help="a 480p clip")
+    parser.add_argument("--clip", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "cups.mp4"), help="a 480p clip")
     parser.add_argument("--encoder", default="random-small")
     parser.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")

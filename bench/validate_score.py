@@ -18,6 +18,7 @@ measure: no CRW involved), fidelity is the mean absolute distance to the per-fra
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
@@ -162,7 +163,7 @@ def stabilisation_table(src: torch.Tensor, flows: list, made: dict, encoder) -> 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="/work/shared/data")
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--clips", nargs="+", default=CLIPS, help="clips relative to --data")
     parser.add_argument("--encoder", default="random-small")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (a multiple of 4)")

@@ -24,12 +24,12 @@ import argparse
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
+from walkreg.atomic import fill_new_directory
 from walkreg.encoder import ARCHITECTURES, CRWEncoder, load_state_dict_strict
 
 
@@ -123,20 +123,15 @@ def convert_crw_checkpoint(path: str | os.PathLike) -> tuple[CRWEncoder, dict]:
 
 def save_converted(encoder: CRWEncoder, out_dir: str | os.PathLike, provenance: dict) -> None:
     """Write ``encoder`` and ``conversion.json`` to a new or empty ``out_dir`` atomically, then verify a reload."""
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"`out_dir` must be a new or empty directory, but {str(out)!r} exists and is not empty.")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+
+    def write(tmp: Path) -> None:
         encoder.save_pretrained(tmp)
         (tmp / "conversion.json").write_text(json.dumps(provenance, indent=2))
         reloaded = CRWEncoder.from_pretrained(tmp).state_dict()
         if any(not torch.equal(v, reloaded[k]) for k, v in encoder.state_dict().items()):
             raise RuntimeError(f"The encoder written to {str(tmp)!r} does not reload identically.")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    fill_new_directory(out_dir, write, "`out_dir`")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,7 +24,6 @@ import io
 import itertools
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from walkreg.atomic import fill_new_directory
 from walkreg.baselines import lab_features, random_encoder
 from walkreg.encoder import CRWEncoder
 from walkreg.metrics import Statistics, f_measure, jaccard, summarize
@@ -314,16 +314,6 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, FeatureExtractor, dict
     return methods
 
 
-def _prepare_out(out: Path) -> Path:
-    """Check ``--out`` is new or empty; return the sibling temporary directory the run writes into."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"`--out` must be a new or empty directory, but {str(out)!r} exists and is not empty.")
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def run(args: argparse.Namespace) -> int:
     """``walkreg eval-davis``: propagate, write predictions, score, print the table, write CSV and JSON."""
     if not args.encoder and not args.baselines:
@@ -341,8 +331,8 @@ def run(args: argparse.Namespace) -> int:
                          f"but got {', '.join(unknown)}.")
     methods = _methods(args)
     out = Path(args.out)
-    tmp = _prepare_out(out)
-    try:
+
+    def write(tmp: Path) -> tuple[list[MethodResult], dict]:
         results = []
         for name, extractor, _ in methods:
             result = MethodResult(name)
@@ -358,9 +348,9 @@ def run(args: argparse.Namespace) -> int:
         }
         (tmp / "results.csv").write_text(results_csv(results))
         (tmp / "results.json").write_text(json.dumps(report, indent=2))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return results, report
+
+    results, report = fill_new_directory(out, write, "`--out`")
     rss = report["peak_rss_mb"]
     where = f"predictions, results.csv and results.json in {out}"
     sys.stdout.write(results_table(results) + "\n" + (f"peak RSS {rss:.0f} MiB; {where}" if rss is not None else where) + "\n")

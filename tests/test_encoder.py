@@ -114,6 +114,24 @@ def test_bad_frames():
         encoder.node_embeddings(torch.rand(1, 2, 3, 32, 32))
 
 
+def test_inference_export_keeps_forward_drops_training_layers_and_round_trips_in_half_precision(tmp_path):
+    encoder = tiny_encoder()
+    export = encoder.for_inference()
+    frames = torch.rand(1, 2, 3, 40, 56)
+    assert torch.equal(export(frames), encoder(frames))
+    assert not any(k.startswith(("trunk.layer4", "head")) for k in export.state_dict())
+    with pytest.raises(ValueError, match="`node_embeddings` needs layer4 and the node head"):
+        export.node_embeddings(torch.rand(1, 2, 3, 3, 32, 32))
+    export_half = encoder.for_inference(torch.float16)
+    export_half.save_pretrained(tmp_path / "half")
+    loaded = CRWEncoder.from_pretrained(tmp_path / "half")
+    assert not loaded.with_training_layers and next(loaded.parameters()).dtype == torch.float32
+    assert_tensors_close(loaded(frames), encoder(frames), atol=2e-3)
+    with pytest.raises(ValueError, match="does not fit CRWEncoder: 32 unexpected keys: trunk.layer4"):  # a full checkpoint is refused
+        encoder.save_pretrained(tmp_path / "full")
+        CRWEncoder._from_pretrained(model_id=str(tmp_path / "full"), with_training_layers=False, arch="resnet18-small")
+
+
 def test_the_bundled_encoder_loads_offline_with_no_arguments():
     encoder = CRWEncoder.from_pretrained()
     assert not encoder.training

@@ -66,6 +66,15 @@ def test_few_steps_on_real_clips_write_loadable_checkpoints(tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [3]  # logging_steps=10: only the last step
 
 
+def test_a_spent_time_budget_ends_the_run_with_a_final_checkpoint_and_encoder(tmp_path):
+    config = small_config(output_dir=str(tmp_path / "run"), max_train_steps=50, checkpointing_steps=100,
+                          max_train_minutes=1e-6)
+    result = train(config)
+    assert result.global_step == 1 and len(result.losses) == 1
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-1"]
+    assert CRWEncoder.from_pretrained(tmp_path / "run" / "encoder").arch == "resnet18-small"
+
+
 def test_periodic_validation_logs_label_propagation_j(tmp_path):
     config = small_config(output_dir=str(tmp_path / "run"), max_train_steps=1, validation_data=str(DAVIS_ROOT),
                           validation_resolution=DAVIS_RESOLUTION, validation_steps=1, validation_max_frames=3)

@@ -47,6 +47,8 @@ class TrainConfig:
         batch_size: clips per process per micro-batch; gradient_accumulation_steps micro-batches per update.
         learning_rate, adam_betas, weight_decay, max_grad_norm (0 = no clipping, as the official code).
         num_epochs, max_train_steps (optimizer updates; overrides ``num_epochs`` when set).
+        max_train_minutes: wall-clock budget of this call; when it is spent the run ends as if at its last step
+            (final checkpoint and ``encoder/``); a resumed run gets a fresh budget.
         lr_milestones: epochs at which the learning rate is multiplied by lr_gamma.
         mixed_precision: ``"no"``, ``"bf16"`` or ``"fp16"``; channels_last, compile: speed options.
 
@@ -86,6 +88,7 @@ class TrainConfig:
     max_grad_norm: float = 0.0
     num_epochs: int = 25
     max_train_steps: int | None = None
+    max_train_minutes: float | None = None
     lr_milestones: tuple[int, ...] = (20, 30, 40)
     lr_gamma: float = 0.3
     mixed_precision: str = "no"
@@ -139,6 +142,8 @@ class TrainConfig:
             )
         if self.max_train_steps is not None and self.max_train_steps < 1:
             raise ValueError(f"`max_train_steps` must be >= 1 or None, but is {self.max_train_steps}.")
+        if self.max_train_minutes is not None and not self.max_train_minutes > 0:
+            raise ValueError(f"`max_train_minutes` must be > 0 or None, but is {self.max_train_minutes}.")
         if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
             raise ValueError(f"`checkpoints_total_limit` must be >= 1 or None, but is {self.checkpoints_total_limit}.")
         if self.mixed_precision not in MIXED_PRECISION:

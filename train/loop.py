@@ -189,8 +189,9 @@ def train(config: TrainConfig) -> TrainResult:
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     bar = progress(total=max_steps, initial=global_step, desc="train", unit="step", disable=not accelerator.is_local_main_process)
     epoch, skip = divmod(global_step, steps_per_epoch)
-    sums = torch.zeros(4, device=accelerator.device)  # loss, accuracy, clips, skipped videos (this update)
-    tick = time.perf_counter()
+    sums = torch.zeros(5, device=accelerator.device)  # loss, accuracy, clips, skipped videos, out of time
+    tick = start = time.perf_counter()
+    budget_s = None if config.max_train_minutes is None else 60 * config.max_train_minutes
     while global_step < max_steps:
         sampler.set_epoch(epoch, skip=skip * per_update)
         skip = 0
@@ -203,12 +204,16 @@ def train(config: TrainConfig) -> TrainResult:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            sums += torch.tensor([out.loss.item(), out.cycle_accuracies.mean().item(), len(clips), batch["skipped"]], device=sums.device)
+            sums += torch.tensor([out.loss.item(), out.cycle_accuracies.mean().item(), len(clips), batch["skipped"], 0.0], device=sums.device)
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
             global_step += 1
+            sums[4] = float(budget_s is not None and time.perf_counter() - start > budget_s)
             totals = accelerator.reduce(sums, reduction="sum").tolist()
+            if totals[4] > 0 and global_step < max_steps:  # every process stops at the same step
+                logger.info("`max_train_minutes`=%g spent: ending the run at step %d.", config.max_train_minutes, global_step)
+                max_steps = global_step
             sums.zero_()
             micro = config.gradient_accumulation_steps * accelerator.num_processes
             now = time.perf_counter()

@@ -65,9 +65,12 @@ class BasicBlock(nn.Module):
 
 
 class ResNetTrunk(nn.Module):
-    """Stride-8 ResNet trunk: ``(N, 3, H, W)`` normalised pixels -> ``(N, C, ~H/8, ~W/8)`` for a chosen layer."""
+    """Stride-8 ResNet trunk: ``(N, 3, H, W)`` normalised pixels -> ``(N, C, ~H/8, ~W/8)`` for a chosen layer.
 
-    def __init__(self, widths: tuple[int, int, int, int]):
+    ``num_layers`` residual stages are built (4 for training; 3 suffice for ``layer3`` test-time features).
+    """
+
+    def __init__(self, widths: tuple[int, int, int, int], num_layers: int = 4):
         super().__init__()
         stem = widths[0]
         self.conv1 = _conv(3, stem, 7, stride=2)
@@ -76,7 +79,8 @@ class ResNetTrunk(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         strides = (1, 2, 1, 1)  # layer3 and layer4 at stride 1: output stride 8
         in_ch = stem
-        for name, width, stride in zip(LAYERS, widths, strides, strict=True):
+        self.layers = LAYERS[:num_layers]
+        for name, width, stride in zip(self.layers, widths[:num_layers], strides[:num_layers], strict=True):
             setattr(self, name, nn.Sequential(BasicBlock(in_ch, width, stride), BasicBlock(width, width, 1)))
             in_ch = width
         for module in self.modules():  # torchvision's ResNet initialisation
@@ -88,11 +92,11 @@ class ResNetTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor, layer: str = "layer4") -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for name in LAYERS:
+        for name in self.layers:
             x = getattr(self, name)(x)
             if name == layer:
                 return x
-        raise ValueError(f"`layer` must be one of {LAYERS}, but is {layer!r}.")
+        raise ValueError(f"`layer` must be one of this trunk's {self.layers}, but is {layer!r}.")
 
 
 class CRWEncoder(
@@ -110,6 +114,9 @@ class CRWEncoder(
         feature_layer: trunk layer whose output :meth:`forward` returns (``"layer3"``, as in label propagation).
         embed_dim: output size of the node head (128 in the paper).
         mean, std: per-channel normalisation applied inside :meth:`forward` to frames in [0, 1].
+        with_training_layers: build ``layer4`` and the node head, which only training needs. ``False`` gives the
+            smaller inference-only encoder of :meth:`for_inference` (``feature_layer`` must then be at most
+            ``layer3``).
 
     Every argument is written to ``config.json`` by ``save_pretrained`` and restored by ``from_pretrained``.
     """
@@ -121,6 +128,7 @@ class CRWEncoder(
         embed_dim: int = 128,
         mean: tuple[float, float, float] | list[float] = IMAGENET_MEAN,
         std: tuple[float, float, float] | list[float] = IMAGENET_STD,
+        with_training_layers: bool = True,
     ):
         super().__init__()
         if arch not in ARCHITECTURES:
@@ -129,10 +137,13 @@ class CRWEncoder(
             raise ValueError(f"`feature_layer` must be one of {LAYERS}, but is {feature_layer!r}.")
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"`mean` and `std` need 3 values each, with `std` > 0, but are {mean} and {std}.")
+        if not with_training_layers and feature_layer == "layer4":
+            raise ValueError("`feature_layer` must be at most 'layer3' when `with_training_layers` is False, but is 'layer4'.")
         self.arch, self.feature_layer, self.embed_dim = arch, feature_layer, embed_dim
+        self.with_training_layers = with_training_layers
         widths = ARCHITECTURES[arch]
-        self.trunk = ResNetTrunk(widths)
-        self.head = nn.Linear(widths[-1], embed_dim)
+        self.trunk = ResNetTrunk(widths, num_layers=4 if with_training_layers else 3)
+        self.head = nn.Linear(widths[-1], embed_dim) if with_training_layers else None
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
@@ -196,6 +207,7 @@ class CRWEncoder(
         Returns:
             ``(B, embed_dim, T, N)``: trunk through ``layer4``, spatial mean per patch, head, L2 norm over channels.
         """
+        self._require_training_layers("node_embeddings")
         if patches.ndim != 6 or patches.shape[3] != 3:
             raise ValueError(f"`patches` must have shape (B, T, N, 3, P, P), but got {tuple(patches.shape)}.")
         b, t, n = patches.shape[:3]
@@ -212,12 +224,37 @@ class CRWEncoder(
         Returns:
             ``(B, embed_dim, T, h * w)`` head embeddings of the cells, row-major, L2-normalised over channels.
         """
+        self._require_training_layers("cell_embeddings")
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"`frames` must have shape (B, T, 3, H, W), but got {tuple(frames.shape)}.")
         b, t = frames.shape[:2]
         maps = self.trunk(frames.flatten(0, 1), "layer4")  # (B*T, C, h, w)
         nodes = F.normalize(self.head(maps.flatten(2).transpose(1, 2)), dim=-1)  # (B*T, h*w, D)
         return nodes.view(b, t, -1, nodes.shape[-1]).permute(0, 3, 1, 2)
+
+    def _require_training_layers(self, method: str) -> None:
+        if not self.with_training_layers:
+            raise ValueError(
+                f"`{method}` needs layer4 and the node head, but this encoder was built with "
+                "`with_training_layers=False` (an inference-only export); train from the full checkpoint instead."
+            )
+
+    def for_inference(self, dtype: torch.dtype | None = None) -> CRWEncoder:
+        """An inference-only copy (no ``layer4``, no head) with the same :meth:`forward`, in eval mode.
+
+        For ResNet-18 this keeps 2.8 M of the 11.2 M parameters. ``dtype`` (e.g. ``torch.float16``) casts the copy,
+        to save smaller files; :meth:`from_pretrained` loads them back into float32.
+        """
+        if self.feature_layer == "layer4":
+            raise ValueError("`for_inference` needs `feature_layer` at most 'layer3', but it is 'layer4'.")
+        copy = type(self)(
+            arch=self.arch, feature_layer=self.feature_layer, embed_dim=self.embed_dim,
+            mean=[round(v, 6) for v in self.mean.flatten().tolist()], std=[round(v, 6) for v in self.std.flatten().tolist()],
+            with_training_layers=False,
+        )
+        kept = copy.state_dict()
+        copy.load_state_dict({k: v for k, v in self.state_dict().items() if k in kept})
+        return copy.to(dtype=dtype).eval() if dtype is not None else copy.eval()
 
     # -- serialisation ------------------------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
@@ -258,7 +295,8 @@ class CRWEncoder(
 
             hub_args = ("revision", "cache_dir", "force_download", "token", "local_files_only")
             weights = hf_hub_download(model_id, WEIGHTS_NAME, **{k: kwargs[k] for k in hub_args if k in kwargs})
-        model = cls(**{k: v for k, v in kwargs.items() if k in ("arch", "feature_layer", "embed_dim", "mean", "std")})
+        config_keys = ("arch", "feature_layer", "embed_dim", "mean", "std", "with_training_layers")
+        model = cls(**{k: v for k, v in kwargs.items() if k in config_keys})
         try:
             state = load_file(weights, device=str(map_location))
         except Exception as err:  # safetensors raises its own error types for truncated or foreign files

@@ -303,7 +303,7 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, FeatureExtractor, dict
         return lambda frames: encoder.iter_features(frames, chunk_size=args.chunk_size)
 
     if args.encoder:
-        encoder = CRWEncoder.from_pretrained(args.encoder)
+        encoder = CRWEncoder.from_pretrained(None if args.encoder == "default" else args.encoder)
         methods.append(("encoder", encoder_method(encoder), {"encoder": str(args.encoder), "arch": encoder.arch}))
     for name in dict.fromkeys(args.baselines):
         if name == "lab":
@@ -368,7 +368,8 @@ def register_cli(subparsers) -> None:
     )
     parser.add_argument("--davis-root", required=True, type=Path, help="folder with JPEGImages/ and Annotations/")
     parser.add_argument("--out", required=True, type=Path, help="new or empty output directory")
-    parser.add_argument("--encoder", type=Path, help="encoder directory (CRWEncoder.save_pretrained / convert-crw)")
+    parser.add_argument("--encoder", help="encoder directory (CRWEncoder.save_pretrained / convert-crw), or 'default' "
+                        "for the bundled encoder")
     parser.add_argument("--baselines", nargs="+", default=[], choices=BASELINES, metavar="NAME",
                         help=f"baselines to evaluate beside the encoder: {', '.join(BASELINES)}")
     parser.add_argument("--sequences", nargs="+", metavar="SEQ", help="sequences to evaluate (default: all)")

@@ -66,6 +66,17 @@ def test_few_steps_on_real_clips_write_loadable_checkpoints(tmp_path):
     assert [json.loads(line)["step"] for line in lines] == [3]  # logging_steps=10: only the last step
 
 
+def test_training_starts_from_an_inference_only_export_with_fresh_training_layers(tmp_path):
+    start = tiny_encoder(seed=5)
+    start.for_inference().save_pretrained(tmp_path / "export")
+    train(small_config(output_dir=str(tmp_path / "run"), max_train_steps=1, learning_rate=1e-9,
+                       init_encoder=str(tmp_path / "export")))
+    final = CRWEncoder.from_pretrained(tmp_path / "run" / "encoder")
+    assert final.with_training_layers
+    assert_tensors_close(final.trunk.conv1.weight, start.trunk.conv1.weight, atol=1e-6)  # the export's trunk
+    assert not torch.allclose(final.head.weight, start.head.weight, atol=1e-3)  # a new head
+
+
 def test_a_spent_time_budget_ends_the_run_with_a_final_checkpoint_and_encoder(tmp_path):
     config = small_config(output_dir=str(tmp_path / "run"), max_train_steps=50, checkpointing_steps=100,
                           max_train_minutes=1e-6)

@@ -97,13 +97,17 @@ def test_sampler_shards_are_disjoint_deterministic_and_resumable():
     num_clips = [3, 10, 1, 7]
     ranks = [ClipSampler(num_clips, 5, batch_size=2, seed=3, rank=r, world_size=2) for r in range(2)]
     first = [list(s) for s in ranks]
-    assert len(first[0]) == len(first[1]) == 6  # 3 + 5 + 1 + 5 = 14 clips -> 12 kept, 6 per rank
-    assert not {k[:2] for k in first[0]} & {k[:2] for k in first[1]}
+    assert len(first[0]) == len(first[1]) == 10  # 5 clips from each of 4 videos, 10 per rank
+    both = first[0] + first[1]
+    assert len(set(both)) == 20  # no clip is drawn twice: repeats of a start get new augmentation seeds
+    starts = [[s for v, s, _ in both if v == video] for video in range(4)]
+    assert set(starts[0]) == {0, 1, 2} and len(starts[0]) == 5 and starts[2] == [0] * 5  # short videos: cycled
+    assert len(set(starts[1])) == 5  # long videos: distinct starts
     assert list(ClipSampler(num_clips, 5, batch_size=2, seed=3, rank=0, world_size=2)) == first[0]
     ranks[0].set_epoch(1)
     assert list(ranks[0]) != first[0]
     ranks[0].set_epoch(0, skip=4)
-    assert list(ranks[0]) == first[0][4:] and len(ranks[0]) == 2
+    assert list(ranks[0]) == first[0][4:] and len(ranks[0]) == 6
     with pytest.raises(ValueError, match="`batch_size`"):
         ClipSampler([1], 1, batch_size=2)
 

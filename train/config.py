@@ -31,7 +31,7 @@ class TrainConfig:
         clip_len: frames per clip (``T``); the loss walks to frames ``2..T-1`` and back.
         fps: frame rate clips are resampled to (``0`` keeps every frame).
         frame_folder_fps: frame rate assumed for folders of images.
-        clips_per_video: random clips drawn per video per epoch.
+        clips_per_video: clips drawn per video per epoch (distinct starts, cycled again for short videos).
         node_mode: ``"grid"`` (nodes are patches, the paper) or ``"frame"`` (nodes are feature cells of the frame).
         frame_size: side of the square per-frame random resized crop.
         frame_crop_scale, frame_crop_ratio: area fraction and aspect range of that crop.
@@ -41,7 +41,7 @@ class TrainConfig:
 
     Model and loss:
         arch: encoder trunk (``"resnet18"`` or ``"resnet18-small"``); init_encoder: optional encoder directory
-        to start from. temperature, edge_dropout: of :func:`walkreg.walk.walk_back_loss`.
+        to start from (an inference-only export gets a fresh ``layer4`` and head). temperature, edge_dropout: of :func:`walkreg.walk.walk_back_loss`.
 
     Optimisation:
         batch_size: clips per process per micro-batch; gradient_accumulation_steps micro-batches per update.

@@ -174,6 +174,8 @@ def _decode(path: str, wanted: list[int], size, seek: bool) -> dict[int, torch.T
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        if torch.utils.data.get_worker_info() is not None:  # loader workers are the parallelism: one thread each
+            stream.thread_count = 1
         rate, base, start = stream.average_rate, stream.time_base, stream.start_time or 0
         seek = seek and bool(rate) and base is not None and wanted[0] > 0
         if seek:
@@ -284,16 +286,18 @@ class ClipDataset(torch.utils.data.Dataset):
 class ClipSampler(torch.utils.data.Sampler):
     """Per-epoch random clips, sharded across processes, deterministic given ``(seed, epoch)``.
 
-    Each epoch draws up to ``clips_per_video`` distinct clip starts per video (the official RandomClipSampler),
-    shuffles them, gives each a seed for its augmentation, keeps a multiple of ``world_size * batch_size`` and hands
-    process ``rank`` every ``world_size``-th clip. ``skip`` drops that many of this process's first clips (resume).
+    Each epoch draws ``clips_per_video`` clips per video: distinct clip starts in random order (the official
+    RandomClipSampler), cycled again when a video has fewer starts, so that a small set of videos still makes long
+    epochs (no loader drain every few updates). Clips are shuffled, each gets its own augmentation seed, a multiple
+    of ``world_size * batch_size`` is kept and process ``rank`` gets every ``world_size``-th clip. ``skip`` drops that
+    many of this process's first clips (resume).
     """
 
     def __init__(self, num_clips: list[int], clips_per_video: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
         self.num_clips, self.clips_per_video, self.batch_size = num_clips, clips_per_video, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch, self.skip = 0, 0
-        total = sum(min(n, clips_per_video) for n in num_clips)
+        total = clips_per_video * sum(1 for n in num_clips if n > 0)
         self.per_rank = total // (world_size * batch_size) * batch_size
         if self.per_rank == 0:
             raise ValueError(
@@ -306,7 +310,12 @@ class ClipSampler(torch.utils.data.Sampler):
 
     def __iter__(self):
         rng = random.Random(f"walkreg-clips-{self.seed}-{self.epoch}")
-        items = [(v, s) for v, n in enumerate(self.num_clips) for s in rng.sample(range(n), min(n, self.clips_per_video))]
+        items = []
+        for video, n in enumerate(self.num_clips):
+            starts = []
+            while n and len(starts) < self.clips_per_video:
+                starts += rng.sample(range(n), min(n, self.clips_per_video - len(starts)))
+            items += [(video, start) for start in starts]
         rng.shuffle(items)
         keyed = [(v, s, rng.getrandbits(63)) for v, s in items]
         mine = keyed[self.rank :: self.world_size][: self.per_rank]
@@ -318,3 +327,14 @@ class ClipSampler(torch.utils.data.Sampler):
 
 def collate(samples: list[dict]) -> dict:
     return {"clip": torch.stack([s["clip"] for s in samples]), "skipped": sum(s["skipped"] for s in samples)}
+
+
+def make_loader(dataset: ClipDataset, sampler: ClipSampler, config, device: torch.device) -> torch.utils.data.DataLoader:
+    """The training loader: ``config.num_workers`` persistent workers (they keep their list of videos that failed
+    to decode), pinned memory and spawned workers for CUDA, batches ``{"clip": (B, ...), "skipped": int}``."""
+    cuda = device.type == "cuda"
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
+        drop_last=True, pin_memory=cuda, generator=torch.Generator(), persistent_workers=config.num_workers > 0,
+        multiprocessing_context="spawn" if config.num_workers and cuda else None,
+    )

@@ -29,7 +29,7 @@ from walkreg.walk import walk_back_loss
 
 from . import checkpoints
 from .config import TrainConfig
-from .data import ClipDataset, ClipSampler, build_index, collate, find_videos
+from .data import ClipDataset, ClipSampler, build_index, find_videos, make_loader
 from .validation import davis_j
 
 
@@ -140,17 +140,12 @@ def train(config: TrainConfig) -> TrainResult:
     per_update = config.batch_size * config.gradient_accumulation_steps
     sampler = ClipSampler(dataset.num_clips, config.clips_per_video, per_update, config.seed,
                           accelerator.process_index, accelerator.num_processes)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
-        drop_last=True, pin_memory=accelerator.device.type == "cuda", generator=torch.Generator(),
-        persistent_workers=config.num_workers > 0,  # workers keep their list of videos that failed to decode
-        multiprocessing_context="spawn" if config.num_workers and accelerator.device.type == "cuda" else None,
-    )
+    loader = make_loader(dataset, sampler, config, accelerator.device)
     steps_per_epoch = sampler.per_rank // per_update
     max_steps = config.max_train_steps or config.num_epochs * steps_per_epoch
 
     # 2. Model, optimizer, per-iteration schedule (not prepared: it must step once per update, not per process).
-    encoder = CRWEncoder.from_pretrained(config.init_encoder) if config.init_encoder else CRWEncoder(arch=config.arch)
+    encoder = CRWEncoder.from_pretrained(config.init_encoder).for_training() if config.init_encoder else CRWEncoder(arch=config.arch)
     encoder.train()
     if config.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)

@@ -239,6 +239,11 @@ class CRWEncoder(
                 "`with_training_layers=False` (an inference-only export); train from the full checkpoint instead."
             )
 
+    def _config(self) -> dict:
+        """Constructor arguments of this encoder, less ``with_training_layers``."""
+        mean, std = ([round(v, 6) for v in t.flatten().tolist()] for t in (self.mean, self.std))
+        return {"arch": self.arch, "feature_layer": self.feature_layer, "embed_dim": self.embed_dim, "mean": mean, "std": std}
+
     def for_inference(self, dtype: torch.dtype | None = None) -> CRWEncoder:
         """An inference-only copy (no ``layer4``, no head) with the same :meth:`forward`, in eval mode.
 
@@ -247,14 +252,20 @@ class CRWEncoder(
         """
         if self.feature_layer == "layer4":
             raise ValueError("`for_inference` needs `feature_layer` at most 'layer3', but it is 'layer4'.")
-        copy = type(self)(
-            arch=self.arch, feature_layer=self.feature_layer, embed_dim=self.embed_dim,
-            mean=[round(v, 6) for v in self.mean.flatten().tolist()], std=[round(v, 6) for v in self.std.flatten().tolist()],
-            with_training_layers=False,
-        )
+        copy = type(self)(**self._config(), with_training_layers=False)
         kept = copy.state_dict()
         copy.load_state_dict({k: v for k, v in self.state_dict().items() if k in kept})
         return copy.to(dtype=dtype).eval() if dtype is not None else copy.eval()
+
+    def for_training(self) -> CRWEncoder:
+        """This encoder if it has ``layer4`` and the node head; for an inference-only export, a full copy whose trunk
+        up to ``layer3`` holds these weights and whose ``layer4`` and head are freshly initialised (in train mode)."""
+        if self.with_training_layers:
+            return self
+        copy = type(self)(**self._config())
+        missing, unexpected = copy.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith(("trunk.layer4.", "head.")) for k in missing)
+        return copy.to(self.mean.device)
 
     # -- serialisation ------------------------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:

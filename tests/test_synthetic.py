@@ -45,13 +45,16 @@ def test_later_objects_occlude_earlier_ones_and_round_trip_through_the_davis_lay
     assert (seq.frames - frames).abs().max() <= 0.5 / 255 + 1e-6  # lossless PNG up to 8-bit rounding
 
 
-def test_labels_propagate_along_the_known_motion(images, tmp_path, capsys):
-    frames, ids = synthetic_sequence(images[2], images[:2], num_frames=6, size=SIZE, num_objects=2, max_speed=8, seed=1)
+def test_labels_propagate_along_the_known_motion(images, tmp_path):
+    frames, ids = synthetic_sequence(images[2], images[:2], num_frames=6, size=(240, 400), num_objects=2, max_speed=12, seed=1)
     write_davis_sequence(tmp_path / "data", "syn", frames, ids)
-    assert main(["eval-davis", "--davis-root", str(tmp_path / "data"), "--out", str(tmp_path / "eval"), "--baselines", "lab"]) == 0
-    lab = json.loads((tmp_path / "eval" / "results.json").read_text())["methods"]["lab"]
+    out = tmp_path / "eval"
+    assert main(["eval-davis", "--davis-root", str(tmp_path / "data"), "--out", str(out), "--encoder", "default", "--baselines", "lab"]) == 0
+    methods = json.loads((out / "results.json").read_text())["methods"]
     held = np.mean([_iou(ids[0] == i, ids[t] == i) for i in (1, 2) for t in range(1, 6)])  # labels left in place
-    assert lab["J_mean"] > held + 0.1, (lab["J_mean"], held)
+    assert methods["encoder"]["arch"] == "resnet18"  # `--encoder default` is the bundled encoder
+    for name in ("encoder", "lab"):
+        assert methods[name]["J_mean"] > held + 0.1, (name, methods[name]["J_mean"], held)
 
 
 def test_bad_arguments_name_the_rule(images):

@@ -11,10 +11,9 @@ shared data is there, else the repository's 240p test fixtures. Usage:
 """
 
 import argparse
-import shutil
-import tempfile
 from pathlib import Path
 
+from walkreg.atomic import fill_new_directory
 from walkreg.cli import main as walkreg_main
 from walkreg.synthetic import synthetic_sequence, write_davis_sequence
 from walkreg.video import read_image
@@ -54,23 +53,23 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         parser.error(f"--out {str(out)!r} must be new or empty.")
-    staging = Path(tempfile.mkdtemp(dir=out))
-    for i in range(args.sequences):
-        background = read_image(backgrounds[i % len(backgrounds)])
-        shifted = textures[i % len(textures):] + textures[: i % len(textures)]
-        frames, ids = synthetic_sequence(
-            background, [read_image(p) for p in shifted], num_frames=args.frames, size=tuple(args.size),
-            num_objects=args.objects, max_speed=args.max_speed, seed=args.seed + i,
-        )
-        write_davis_sequence(staging, f"synthetic-{i:02d}", frames, ids)
-        print(f"rendered synthetic-{i:02d}: background {backgrounds[i % len(backgrounds)].name}, {args.frames} frames")
-    staging.rename(out / "data")
+
+    def render(root: Path) -> None:
+        for i in range(args.sequences):
+            background = read_image(backgrounds[i % len(backgrounds)])
+            shifted = textures[i % len(textures):] + textures[: i % len(textures)]
+            frames, ids = synthetic_sequence(
+                background, [read_image(p) for p in shifted], num_frames=args.frames, size=tuple(args.size),
+                num_objects=args.objects, max_speed=args.max_speed, seed=args.seed + i,
+            )
+            write_davis_sequence(root, f"synthetic-{i:02d}", frames, ids)
+            print(f"rendered synthetic-{i:02d}: background {backgrounds[i % len(backgrounds)].name}, {args.frames} frames")
+
+    fill_new_directory(out / "data", render, "`--out`")
     command = ["eval-davis", "--davis-root", str(out / "data"), "--out", str(out / "eval"), "--encoder", args.encoder]
     if args.baselines:
         command += ["--baselines", *args.baselines]
-    code = walkreg_main(command)
-    shutil.rmtree(staging, ignore_errors=True)
-    return code
+    return walkreg_main(command)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import pytest
 from testing_utils import DAVIS_RESOLUTION, DAVIS_ROOT
 
 from walkreg.cli import main
+from walkreg.metrics import jaccard
 from walkreg.synthetic import synthetic_sequence, write_davis_sequence
 from walkreg.video import read_davis_sequence, read_image
 
@@ -20,10 +21,6 @@ def images():
     return [read_image(p) for p in frames]
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
-
-
 def test_same_seed_same_sequence_and_objects_move_rigidly(images):
     frames, ids = synthetic_sequence(images[0], images[1:], num_frames=8, size=SIZE, num_objects=1, seed=3)
     again, ids_again = synthetic_sequence(images[0], images[1:], num_frames=8, size=SIZE, num_objects=1, seed=3)
@@ -32,8 +29,8 @@ def test_same_seed_same_sequence_and_objects_move_rigidly(images):
     assert np.array_equal(ids, ids_again) and frames.equal(again) and not frames.equal(other)
     areas = (ids == 1).sum(axis=(1, 2))
     assert areas.min() > 0.02 * ids[0].size and areas.max() / areas.min() < 1.05  # rigid: the area is kept
-    assert _iou(ids[0] == 1, ids[-1] == 1) < 0.9  # ... but the object moved
-    assert min(_iou(ids[t] == 1, ids[t + 1] == 1) for t in range(7)) > 0.6  # smoothly
+    assert jaccard(ids[0] == 1, ids[-1] == 1) < 0.9  # ... but the object moved
+    assert min(jaccard(ids[t] == 1, ids[t + 1] == 1) for t in range(7)) > 0.6  # smoothly
 
 
 def test_later_objects_occlude_earlier_ones_and_round_trip_through_the_davis_layout(images, tmp_path):
@@ -51,7 +48,7 @@ def test_labels_propagate_along_the_known_motion(images, tmp_path):
     out = tmp_path / "eval"
     assert main(["eval-davis", "--davis-root", str(tmp_path / "data"), "--out", str(out), "--encoder", "default", "--baselines", "lab"]) == 0
     methods = json.loads((out / "results.json").read_text())["methods"]
-    held = np.mean([_iou(ids[0] == i, ids[t] == i) for i in (1, 2) for t in range(1, 6)])  # labels left in place
+    held = np.mean([jaccard(ids[0] == i, ids[t] == i) for i in (1, 2) for t in range(1, 6)])  # labels left in place
     assert methods["encoder"]["arch"] == "resnet18"  # `--encoder default` is the bundled encoder
     for name in ("encoder", "lab"):
         assert methods[name]["J_mean"] > held + 0.1, (name, methods[name]["J_mean"], held)

@@ -15,13 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from walkreg.encoder import CRWEncoder
+from walkreg.metrics import jaccard
 from walkreg.propagation import propagate
 from walkreg.video import davis_sequences, iter_frames, read_annotation
-
-
-def _iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    union = np.logical_or(pred, truth).sum()
-    return 1.0 if union == 0 else float(np.logical_and(pred, truth).sum() / union)
 
 
 @torch.no_grad()
@@ -42,8 +38,8 @@ def sequence_j(encoder: CRWEncoder, root: Path, name: str, resolution: str, max_
             continue
         up = F.interpolate(values.float().cpu(), size=truth.shape[1:], mode="bilinear", align_corners=False)
         pred = np.asarray(labels)[up[0].argmax(0).numpy()]
-        valid = truth[t] != 255
-        scores += [_iou((pred == i) & valid, (truth[t] == i) & valid) for i in objects]
+        void = truth[t] == 255
+        scores += [jaccard(truth[t] == i, pred == i, void) for i in objects]
     return float(np.mean(scores)) if scores else float("nan")
 
 

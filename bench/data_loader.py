@@ -4,7 +4,8 @@ With a handful of videos, drawing each clip start at most once per epoch makes e
 epoch boundary drains the loader. On an H100 the 14-video default-encoder run averaged 1.0 s per update while a
 fed update took 0.19 s; this script measures the loader alone so such runs can be diagnosed: it pulls ``--batches``
 batches through :func:`walkreg.train.data.make_loader` for each ``--clips-per-video`` value, side by side in one
-run, and prints clips/s, the epochs crossed and the ratio to the first setting. Usage:
+run, and prints clips/s, the epochs crossed and the ratio to the first setting. The last ``--clips-per-video``
+value is measured once more with ``preload_frames`` (frames decoded once up front, clips sliced from memory). Usage:
 
     python bench/data_loader.py --data ../shared/data/videos --workers 2 --batches 24 --clips-per-video 2 200
 """
@@ -20,6 +21,8 @@ from walkreg.train.data import ClipDataset, ClipSampler, build_index, find_video
 
 def clips_per_second(config: TrainConfig, batches: int) -> tuple[float, int]:
     dataset = ClipDataset(build_index(find_videos(config.data), None, disable_progress=True), config)
+    if config.preload_frames:
+        dataset.preload(disable_progress=True)
     sampler = ClipSampler(dataset.num_clips, config.clips_per_video, config.batch_size, config.seed)
     loader = make_loader(dataset, sampler, config, torch.device("cpu"))
     done, epochs, start = 0, 0, None
@@ -46,13 +49,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     first = None
-    for clips in args.clips_per_video:
+    settings = [(clips, False) for clips in args.clips_per_video] + [(args.clips_per_video[-1], True)]
+    for clips, preload in settings:
         config = TrainConfig(data=[args.data], node_mode=args.node_mode, clips_per_video=clips, batch_size=args.batch_size,
-                             num_workers=args.workers, report_to="none")
+                             num_workers=args.workers, preload_frames=preload, report_to="none")
         rate, epochs = clips_per_second(config, args.batches)
         first = first or rate
-        print(f"clips_per_video={clips:5d}: {rate:6.1f} clips/s over {args.batches} batches, {epochs} epochs "
-              f"({rate / first:.2f}x the first setting)")
+        print(f"clips_per_video={clips:5d} {'preloaded' if preload else 'decoded  '}: {rate:6.1f} clips/s over "
+              f"{args.batches} batches, {epochs} epochs ({rate / first:.2f}x the first setting)")
 
 
 if __name__ == "__main__":

@@ -130,3 +130,23 @@ def test_bad_videos_are_counted_at_index_time_and_skipped_at_decode_time(tmp_pat
     sample = dataset[(bad, 0, 7)]
     assert sample["skipped"] == 1 and sample["clip"].shape == (4, 9, 3, 32, 32)
     assert dataset[(bad, 1, 8)]["skipped"] == 0  # known bad: replaced without another failed decode
+
+
+def test_preloaded_frames_give_the_decoded_clips_and_skip_bad_videos(tmp_path):
+    shutil.copy(CLIPS / "carphone.mp4", tmp_path / "good.mp4")
+    frames = write_frames(tmp_path / "broken_frames", read_video(CLIPS / "carphone.mp4", max_frames=8))
+    frames[5].write_bytes(b"not a png")
+    config = small_config(data=[str(tmp_path)], fps=0)
+    entries = build_index(find_videos(config.data), None, disable_progress=True)
+    decoded, preloaded = ClipDataset(entries, config), ClipDataset(entries, config)
+    held = preloaded.preload(disable_progress=True)
+
+    good = next(i for i, e in enumerate(preloaded.entries) if e.path.endswith("good.mp4"))
+    bad = 1 - good
+    assert preloaded.bad == {bad} and preloaded.preloaded[bad] is None
+    assert preloaded.preloaded[good].dtype == torch.uint8 and preloaded.preloaded[good].is_shared()
+    assert held == preloaded.preloaded[good].numel() and preloaded.preloaded[good].shape[0] == len(decoded.frames[good])
+    for start in (0, decoded.num_clips[good] - 1):
+        assert_tensors_close(preloaded[(good, start, 3)]["clip"], decoded[(good, start, 3)]["clip"], atol=1e-5)
+    sample = preloaded[(bad, 0, 7)]  # marked bad while preloading: replaced by a clip of the good video
+    assert sample["skipped"] == 0 and sample["clip"].shape == (4, 9, 3, 32, 32)

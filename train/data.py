@@ -41,6 +41,7 @@ from .augment import augment_clip
 logger = logging.getLogger(__name__)
 INDEX_VERSION = 1
 MAX_RETRIES = 50
+PRELOAD_CHUNK = 64  # frames decoded at a time while preloading (bounds the float32 peak)
 
 
 # -- discovery ------------------------------------------------------------------------------------------------------
@@ -254,6 +255,36 @@ class ClipDataset(torch.utils.data.Dataset):
                 f"`clip_len`={config.clip_len} frames at `fps`={config.fps}."
             )
         self.bad: set[int] = set()
+        self.preloaded: list[torch.Tensor | None] | None = None
+
+    def preload(self, disable_progress: bool = False) -> int:
+        """Decode every resampled frame of every video once, for ``__getitem__`` to slice instead of decoding.
+
+        Each video becomes a ``(F, 3, H, W)`` uint8 tensor at ``config.frame_size`` short side, in shared memory
+        (loader workers read it, none copies it). Videos that fail to decode are marked bad, as at clip time.
+        Returns the bytes held.
+        """
+        preloaded = []
+        for video, entry in enumerate(progress(self.entries, desc="preloading frames", unit="video", disable=disable_progress)):
+            indices = self.frames[video]
+            try:
+                chunks = [read_clip(entry, indices[i : i + PRELOAD_CHUNK], self.config.frame_size)
+                          for i in range(0, len(indices), PRELOAD_CHUNK)]
+            except VideoReadError as err:
+                logger.warning("Skipping unreadable video: %s", err)
+                self.bad.add(video)
+                preloaded.append(None)
+                continue
+            preloaded.append(torch.cat([c.mul(255).round_().to(torch.uint8) for c in chunks]).share_memory_())
+        self.preloaded = preloaded
+        return sum(f.numel() for f in preloaded if f is not None)
+
+    def _clip_frames(self, video: int, start: int) -> torch.Tensor:
+        """``(clip_len, 3, H, W)`` float in [0, 1]: sliced from the preloaded frames, or decoded."""
+        end = start + self.config.clip_len
+        if self.preloaded is not None:
+            return self.preloaded[video][start:end].float().div_(255)
+        return read_clip(self.entries[video], self.frames[video][start:end], short_side=self.config.frame_size)
 
     @property
     def num_clips(self) -> list[int]:
@@ -269,10 +300,8 @@ class ClipDataset(torch.utils.data.Dataset):
         skipped = 0
         while True:
             if video not in self.bad:
-                indices = self.frames[video][start : start + self.config.clip_len]
                 try:
-                    frames = read_clip(self.entries[video], indices, short_side=self.config.frame_size)
-                    return {"clip": augment_clip(frames, self.config, rng), "skipped": skipped}
+                    return {"clip": augment_clip(self._clip_frames(video, start), self.config, rng), "skipped": skipped}
                 except VideoReadError as err:
                     logger.warning("Skipping unreadable video: %s", err)
                     self.bad.add(video)

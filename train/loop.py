@@ -137,6 +137,9 @@ def train(config: TrainConfig) -> TrainResult:
     )
     for entry in dataset.unreadable[:10]:
         logger.warning("Unreadable video left out: %s", entry.error)
+    if config.preload_frames:
+        held = dataset.preload(disable_progress=not main)
+        logger.info("Preloaded the frames of %d videos: %.0f MB.", len(dataset) - len(dataset.bad), held / 1e6)
     per_update = config.batch_size * config.gradient_accumulation_steps
     sampler = ClipSampler(dataset.num_clips, config.clips_per_video, per_update, config.seed,
                           accelerator.process_index, accelerator.num_processes)

@@ -3,6 +3,9 @@
 import json
 import random
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,3 +153,25 @@ def test_preloaded_frames_give_the_decoded_clips_and_skip_bad_videos(tmp_path):
         assert_tensors_close(preloaded[(good, start, 3)]["clip"], decoded[(good, start, 3)]["clip"], atol=1e-5)
     sample = preloaded[(bad, 0, 7)]  # marked bad while preloading: replaced by a clip of the good video
     assert sample["skipped"] == 0 and sample["clip"].shape == (4, 9, 3, 32, 32)
+
+
+def test_prepared_footage_has_the_trainers_frames_and_keeps_a_truncated_videos_head(tmp_path):
+    (tmp_path / "src").mkdir()
+    shutil.copy(CLIPS / "carphone.mp4", tmp_path / "src" / "carphone.mp4")
+    (tmp_path / "src" / "garbage.mp4").write_bytes(bytes(range(256)) * 40)
+    frames = write_frames(tmp_path / "src" / "cut", read_video(CLIPS / "cups.mp4"))
+    frames[12].write_bytes(b"not a png")
+    script = Path(__file__).parents[1] / "examples" / "prepare_training_footage.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--fps",
+                             "8", "--short-side", "128", "--frame-folder-fps", "8"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "cut: keeping the frames before the error" in result.stderr and "garbage.mp4: left out" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["carphone.mp4", "cut.mp4"]
+
+    config = small_config(fps=8, frame_size=128)
+    source = ClipDataset(build_index([str(CLIPS / "carphone.mp4")], None, disable_progress=True), config)
+    expected = read_clip(source.entries[0], source.frames[0], short_side=128)
+    copy = read_video(tmp_path / "out" / "carphone.mp4")
+    assert copy.shape[0] == expected.shape[0] and copy.shape[2] == 128  # 176x144 -> 156x128
+    assert (copy[..., : expected.shape[-1]] - expected).abs().mean() < 0.03  # x264 at CRF 20
+    assert read_video(tmp_path / "out" / "cut.mp4").shape[0] == 12  # frames 0-11 of 16; frame 12 does not decode

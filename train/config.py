@@ -40,7 +40,7 @@ class TrainConfig:
         num_workers: data loader processes per training process.
         preload_frames: decode every resampled frame once at the start (``frame_size`` short side, uint8, shared
             with the loader workers) instead of decoding each clip; for small datasets, where decoding bounds the
-            run (``3 * frame_size**2 * aspect`` bytes per frame: 428 MB for the 1,726 frames the default encoder saw).
+            run (``3 * frame_size**2 * aspect`` bytes per frame: 428 MB for the 1,437 frames the default encoder saw).
 
     Model and loss:
         arch: encoder trunk (``"resnet18"`` or ``"resnet18-small"``); init_encoder: optional encoder directory

@@ -3,8 +3,9 @@
 The trainer picks frames at ``fps`` (:func:`walkreg.train.data.source_indices`) and scales them to ``frame_size``
 short side (area interpolation) whatever the source, so copies made the same way train the same and are a fraction
 of the bytes: the bundled encoder's second stage read 20 such copies (7.1 MB instead of 27 MB of sources) on a lent
-GPU whose upload was capped. A video whose header declares more frames than decode is cut at its last decodable
-frame (the trainer would leave the whole video out); unreadable videos are left out with a warning. Usage:
+GPU whose upload was capped. A video that stops decoding early (a header that promises more frames, a corrupt
+tail) is cut before the first frame that fails, as the trainer does; unreadable videos are left out with a warning.
+Usage:
 
     python examples/prepare_training_footage.py --out footage/train-videos ../shared/data/videos extra/vtest.avi
 """
@@ -16,25 +17,20 @@ from pathlib import Path
 
 import torch
 
-from walkreg.train.data import find_videos, source_indices
-from walkreg.video import VideoReadError, iter_frames, probe_video, write_video
+from walkreg.train.data import VideoEntry, build_index, find_videos, iter_resampled, source_indices
+from walkreg.video import VideoReadError, write_video
 
 
 logger = logging.getLogger("prepare_training_footage")
 
 
-def resampled_frames(path: str, fps: float, short_side: int, frame_folder_fps: float) -> Iterator[torch.Tensor]:
-    """``(3, H, W)`` frames of ``path`` at ``fps`` and ``short_side``; stops with a warning at a truncated tail."""
-    info = probe_video(path)
-    scale = short_side / min(info.height, info.width)
-    size = (round(info.height * scale), round(info.width * scale))
-    wanted = set(source_indices(info.num_frames, info.fps or frame_folder_fps, fps))
+def resampled_frames(entry: VideoEntry, fps: float, short_side: int, frame_folder_fps: float) -> Iterator[torch.Tensor]:
+    """``(3, H, W)`` frames of ``entry`` at ``fps`` and ``short_side``; stops with a warning where decoding fails."""
+    indices = source_indices(entry.num_frames, entry.fps or frame_folder_fps, fps)
     try:
-        for index, frame in enumerate(iter_frames(path, size=size)):
-            if index in wanted:
-                yield frame
+        yield from iter_resampled(entry, indices, short_side)
     except VideoReadError as err:
-        logger.warning("%s: keeping the frames before the error (%s)", path, err)
+        logger.warning("%s: keeping the frames before the error (%s)", entry.path, err)
 
 
 def main() -> None:
@@ -49,17 +45,18 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path in find_videos(args.sources):
-        target = out / (Path(path).stem + ".mp4")
+    for entry in build_index(find_videos(args.sources), None, disable_progress=True):
+        target = out / (Path(entry.path).stem + ".mp4")
         if target.exists():
-            raise SystemExit(f"error: {target} exists; two sources share the name {Path(path).stem!r} or --out is not new")
+            raise SystemExit(f"error: {target} exists; two sources share the name {target.stem!r} or --out is not new")
         try:
-            frames = resampled_frames(path, args.fps, args.short_side, args.frame_folder_fps)
-            write_video(target, frames, fps=args.fps, crf=args.crf)
+            if entry.error:
+                raise VideoReadError(entry.error)
+            write_video(target, resampled_frames(entry, args.fps, args.short_side, args.frame_folder_fps), fps=args.fps, crf=args.crf)
         except (VideoReadError, ValueError) as err:  # unreadable, or no frame decodes: nothing is written
-            logger.warning("%s: left out (%s)", path, err)
+            logger.warning("%s: left out (%s)", entry.path, err)
             continue
-        logger.info("%s -> %s", path, target)
+        logger.info("%s -> %s", entry.path, target)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import pytest
 import torch
 from testing_utils import CLIPS, assert_tensors_close
@@ -135,24 +136,44 @@ def test_bad_videos_are_counted_at_index_time_and_skipped_at_decode_time(tmp_pat
     assert dataset[(bad, 1, 8)]["skipped"] == 0  # known bad: replaced without another failed decode
 
 
-def test_preloaded_frames_give_the_decoded_clips_and_skip_bad_videos(tmp_path):
+def _front_indexed_mp4(path, frames: torch.Tensor) -> None:
+    """An mp4 whose index sits before the data: cutting its tail leaves a header that promises every frame."""
+    with av.open(str(path), "w", format="mp4", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[-1], frames.shape[-2], "yuv420p"
+        for frame in (frames * 255).round().byte().permute(0, 2, 3, 1).numpy():
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def test_truncated_videos_keep_their_decodable_head_when_decoded_or_preloaded(tmp_path):
     shutil.copy(CLIPS / "carphone.mp4", tmp_path / "good.mp4")
-    frames = write_frames(tmp_path / "broken_frames", read_video(CLIPS / "carphone.mp4", max_frames=8))
-    frames[5].write_bytes(b"not a png")
+    _front_indexed_mp4(tmp_path / "front.mp4", read_video(CLIPS / "carphone.mp4"))
+    data = (tmp_path / "front.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: int(len(data) * 0.8)])  # about 12 of 24 frames decode
+    (tmp_path / "front.mp4").unlink()
+    frames = write_frames(tmp_path / "short", read_video(CLIPS / "carphone.mp4", max_frames=8))
+    frames[2].write_bytes(b"not a png")  # only frames 0-1 decode: fewer than a clip
     config = small_config(data=[str(tmp_path)], fps=0)
     entries = build_index(find_videos(config.data), None, disable_progress=True)
     decoded, preloaded = ClipDataset(entries, config), ClipDataset(entries, config)
-    held = preloaded.preload(disable_progress=True)
+    good, cut, short = (next(i for i, e in enumerate(entries) if e.path.endswith(n)) for n in ("good.mp4", "cut.mp4", "short"))
+    assert len(decoded.frames[cut]) == 24  # the header promises all 24 frames
 
-    good = next(i for i, e in enumerate(preloaded.entries) if e.path.endswith("good.mp4"))
-    bad = 1 - good
-    assert preloaded.bad == {bad} and preloaded.preloaded[bad] is None
-    assert preloaded.preloaded[good].dtype == torch.uint8 and preloaded.preloaded[good].is_shared()
-    assert held == preloaded.preloaded[good].numel() and preloaded.preloaded[good].shape[0] == len(decoded.frames[good])
-    for start in (0, decoded.num_clips[good] - 1):
-        assert_tensors_close(preloaded[(good, start, 3)]["clip"], decoded[(good, start, 3)]["clip"], atol=1e-5)
-    sample = preloaded[(bad, 0, 7)]  # marked bad while preloading: replaced by a clip of the good video
-    assert sample["skipped"] == 0 and sample["clip"].shape == (4, 9, 3, 32, 32)
+    held = preloaded.preload(disable_progress=True)
+    head = len(preloaded.frames[cut])
+    assert config.clip_len <= head < 24 and preloaded.preloaded[cut].shape[0] == head
+    assert preloaded.bad == {short} and preloaded.preloaded[short] is None
+    assert all(f.dtype == torch.uint8 and f.is_shared() for f in (preloaded.preloaded[good], preloaded.preloaded[cut]))
+    assert held == preloaded.preloaded[good].numel() + preloaded.preloaded[cut].numel()
+
+    # decoding clip by clip finds the same head when a clip crosses its end, and draws a start inside it
+    sample = decoded[(cut, 20, 5)]
+    assert sample["skipped"] == 0 and cut not in decoded.bad and decoded.frames[cut] == preloaded.frames[cut]
+    assert decoded[(short, 0, 7)]["skipped"] == 1 and short in decoded.bad
+    assert preloaded[(short, 0, 7)]["skipped"] == 0  # known bad since preloading: replaced without a failed decode
+    for video, start in ((good, 0), (good, decoded.num_clips[good] - 1), (cut, 0), (cut, head - config.clip_len)):
+        assert_tensors_close(preloaded[(video, start, 3)]["clip"], decoded[(video, start, 3)]["clip"], atol=1e-5)
 
 
 def test_prepared_footage_has_the_trainers_frames_and_keeps_a_truncated_videos_head(tmp_path):

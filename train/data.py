@@ -6,8 +6,10 @@ images and no videos is a video given as frames.
 
 The index (frame count, frame rate and size of every video) is built once with parallel probes and cached as JSON;
 later runs re-probe only files whose size or modification time changed. Unreadable videos and videos too short for
-one clip are counted and left out. Videos that fail later, at decode time, are skipped (another clip is drawn) and
-counted in the ``skipped`` field of every sample, so the training loop can log them; they never stop a run.
+one clip are counted and left out. A video that stops decoding early (a truncated file, a corrupt packet, a broken
+image in a frame folder) keeps the frames before the failure when they make a clip; otherwise it is skipped (another
+clip is drawn) and counted in the ``skipped`` field of every sample, so the training loop can log it. Bad videos
+never stop a run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import logging
 import os
 import random
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from walkreg.video import (
     VideoReadError,
     decode_rgb,
     frame_files,
+    iter_frames,
     probe_video,
     read_image,
 )
@@ -41,7 +45,6 @@ from .augment import augment_clip
 logger = logging.getLogger(__name__)
 INDEX_VERSION = 1
 MAX_RETRIES = 50
-PRELOAD_CHUNK = 64  # frames decoded at a time while preloading (bounds the float32 peak)
 
 
 # -- discovery ------------------------------------------------------------------------------------------------------
@@ -170,8 +173,11 @@ def _scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, 
     return max(1, round(height * factor)), max(1, round(width * factor))
 
 
-def _decode(path: str, wanted: list[int], size, seek: bool) -> dict[int, torch.Tensor]:
+def _decode(path: str, wanted: list[int], size, seek: bool) -> tuple[dict[int, torch.Tensor], int]:
+    """The ``wanted`` frames that decode, by source index, and how many frames the pass went through (from the
+    start when ``seek`` is False). Decoding stops quietly at a corrupt packet."""
     frames: dict[int, torch.Tensor] = {}
+    passed = 0
     with av.open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -181,17 +187,30 @@ def _decode(path: str, wanted: list[int], size, seek: bool) -> dict[int, torch.T
         seek = seek and bool(rate) and base is not None and wanted[0] > 0
         if seek:
             container.seek(start + int(wanted[0] / rate / base), stream=stream, backward=True)
-        for count, frame in enumerate(container.decode(stream)):
-            if seek and frame.pts is None:
-                return {}
-            index = round((frame.pts - start) * base * rate) if seek else count
-            if seek and count == 0 and index > wanted[0]:
-                return {}  # the seek overshot: the caller decodes from the start instead
-            if index in wanted and index not in frames:
-                frames[index] = decode_rgb(frame, size)
-            if index >= wanted[-1]:
-                break
-    return frames
+        try:
+            for count, frame in enumerate(container.decode(stream)):
+                if seek and frame.pts is None:
+                    return {}, 0
+                index = round((frame.pts - start) * base * rate) if seek else count
+                if seek and count == 0 and index > wanted[0]:
+                    return {}, 0  # the seek overshot: the caller decodes from the start instead
+                passed = index + 1
+                if index in wanted and index not in frames:
+                    frames[index] = decode_rgb(frame, size)
+                if index >= wanted[-1]:
+                    break
+        except av.error.FFmpegError:
+            pass  # the frames before the corrupt packet are kept; the caller reports the first missing one
+    return frames, passed
+
+
+class TruncatedVideoError(VideoReadError):
+    """A video or frame folder whose frames decode up to source frame ``first_missing``, not that one."""
+
+    def __init__(self, path: str, first_missing: int, cause: VideoReadError | None = None):
+        detail = str(cause) if cause else f"Video {path!r} decodes fewer frames than its index says"
+        super().__init__(f"{detail.rstrip('.')}; frame {first_missing} is the first that does not decode.")
+        self.first_missing = first_missing
 
 
 def read_clip(entry: VideoEntry, indices: list[int], short_side: int | None = None) -> torch.Tensor:
@@ -205,24 +224,54 @@ def read_clip(entry: VideoEntry, indices: list[int], short_side: int | None = No
         ``(len(indices), 3, H, W)`` float in [0, 1].
 
     Raises:
-        VideoReadError: the video is missing, corrupt or has fewer frames than its index says.
+        TruncatedVideoError: a wanted frame does not decode (a truncated or corrupt stream, a broken image).
+        VideoReadError: the video cannot be opened.
+    """
+    if os.path.isdir(entry.path):
+        return torch.stack(list(iter_resampled(entry, indices, short_side)))
+    size = _scaled_size(entry.height, entry.width, short_side)
+    wanted = sorted(set(indices))
+    try:
+        frames, _ = _decode(entry.path, wanted, size, seek=True)
+        if len(frames) < len(wanted):
+            frames, passed = _decode(entry.path, wanted, size, seek=False)
+    except (av.error.FFmpegError, OSError, IndexError) as err:
+        raise VideoReadError(f"Cannot decode video {entry.path!r}: {err}") from err
+    if len(frames) < len(wanted):
+        raise TruncatedVideoError(entry.path, min(passed, *(set(wanted) - frames.keys())))
+    return torch.stack([frames[i] for i in indices])
+
+
+def iter_resampled(entry: VideoEntry, indices: list[int], short_side: int | None = None) -> Iterator[torch.Tensor]:
+    """Frames ``indices`` (increasing) of an indexed video or frame folder, in one sequential pass.
+
+    Yields ``(3, H, W)`` float in [0, 1] (``short_side`` as in :func:`read_clip`); raises :class:`VideoReadError`
+    (:class:`TruncatedVideoError` where the decodable frames end early) after every frame before the failure.
     """
     size = _scaled_size(entry.height, entry.width, short_side)
     if os.path.isdir(entry.path):
         files = frame_files(Path(entry.path))
-        if max(indices) >= len(files):
-            raise VideoReadError(f"Frame folder {entry.path!r} has {len(files)} frames, fewer than its index says.")
-        return torch.stack([read_image(files[i], size) for i in indices])
-    wanted = sorted(set(indices))
+        for i in indices:
+            if i >= len(files):
+                raise TruncatedVideoError(entry.path, i)
+            try:
+                yield read_image(files[i], size)
+            except VideoReadError as err:
+                raise TruncatedVideoError(entry.path, i, err) from err
+        return
+    pending = iter(indices)
+    wanted, passed = next(pending, None), 0  # passed: frames decoded so far
     try:
-        frames = _decode(entry.path, wanted, size, seek=True)
-        if len(frames) < len(wanted):
-            frames = _decode(entry.path, wanted, size, seek=False)
-    except (av.error.FFmpegError, OSError, IndexError) as err:
-        raise VideoReadError(f"Cannot decode video {entry.path!r}: {err}") from err
-    if len(frames) < len(wanted):
-        raise VideoReadError(f"Video {entry.path!r} is truncated: frame {max(wanted)} does not decode.")
-    return torch.stack([frames[i] for i in indices])
+        for index, frame in enumerate(iter_frames(entry.path, size=size)):
+            passed = index + 1
+            if index == wanted:
+                yield frame
+                wanted = next(pending, None)
+            if wanted is None:
+                return
+    except VideoReadError as err:
+        raise TruncatedVideoError(entry.path, passed, err) from err
+    raise TruncatedVideoError(entry.path, passed)
 
 
 # -- dataset and sampler --------------------------------------------------------------------------------------------
@@ -261,23 +310,33 @@ class ClipDataset(torch.utils.data.Dataset):
         """Decode every resampled frame of every video once, for ``__getitem__`` to slice instead of decoding.
 
         Each video becomes a ``(F, 3, H, W)`` uint8 tensor at ``config.frame_size`` short side, in shared memory
-        (loader workers read it, none copies it). Videos that fail to decode are marked bad, as at clip time.
-        Returns the bytes held.
+        (loader workers read it, none copies it). A video whose decoding stops early keeps the frames before
+        (:meth:`keep_head`); one that yields too few is marked bad, as at clip time. Returns the bytes held.
         """
         preloaded = []
         for video, entry in enumerate(progress(self.entries, desc="preloading frames", unit="video", disable=disable_progress)):
-            indices = self.frames[video]
+            frames = []
             try:
-                chunks = [read_clip(entry, indices[i : i + PRELOAD_CHUNK], self.config.frame_size)
-                          for i in range(0, len(indices), PRELOAD_CHUNK)]
+                for frame in iter_resampled(entry, self.frames[video], self.config.frame_size):
+                    frames.append(frame.mul(255).round_().to(torch.uint8))
             except VideoReadError as err:
-                logger.warning("Skipping unreadable video: %s", err)
-                self.bad.add(video)
-                preloaded.append(None)
-                continue
-            preloaded.append(torch.cat([c.mul(255).round_().to(torch.uint8) for c in chunks]).share_memory_())
+                if not self.keep_head(video, len(frames), err):
+                    preloaded.append(None)
+                    continue
+            preloaded.append(torch.stack(frames).share_memory_())
         self.preloaded = preloaded
         return sum(f.numel() for f in preloaded if f is not None)
+
+    def keep_head(self, video: int, count: int, err: VideoReadError) -> bool:
+        """After ``err``, train on the first ``count`` resampled frames of ``video`` only; with fewer than
+        ``clip_len`` of them the video is marked bad instead. Returns whether the video stays."""
+        if count < self.config.clip_len:
+            logger.warning("Skipping unreadable video: %s", err)
+            self.bad.add(video)
+            return False
+        logger.warning("Keeping the first %d of %d frames: %s", count, len(self.frames[video]), err)
+        self.frames[video] = self.frames[video][:count]
+        return True
 
     def _clip_frames(self, video: int, start: int) -> torch.Tensor:
         """``(clip_len, 3, H, W)`` float in [0, 1]: sliced from the preloaded frames, or decoded."""
@@ -300,11 +359,14 @@ class ClipDataset(torch.utils.data.Dataset):
         skipped = 0
         while True:
             if video not in self.bad:
+                if start >= self.num_clips[video]:  # the video was cut to its decodable head after this was drawn
+                    start = rng.randrange(self.num_clips[video])
                 try:
                     return {"clip": augment_clip(self._clip_frames(video, start), self.config, rng), "skipped": skipped}
                 except VideoReadError as err:
-                    logger.warning("Skipping unreadable video: %s", err)
-                    self.bad.add(video)
+                    decodable = getattr(err, "first_missing", 0)  # 0: the video cannot be opened at all
+                    if self.keep_head(video, sum(i < decodable for i in self.frames[video]), err):
+                        continue
                     skipped += 1
             if skipped > MAX_RETRIES or len(self.bad) == len(self.entries):
                 raise RuntimeError(f"No readable video after {skipped} failed decodes (last: {self.entries[video].path!r}).")

@@ -37,6 +37,7 @@ from walkreg.video import (
     iter_frames,
     probe_video,
     read_image,
+    video_stream,
 )
 
 from .augment import augment_clip
@@ -173,35 +174,31 @@ def _scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, 
     return max(1, round(height * factor)), max(1, round(width * factor))
 
 
-def _decode(path: str, wanted: list[int], size, seek: bool) -> tuple[dict[int, torch.Tensor], int]:
-    """The ``wanted`` frames that decode, by source index, and how many frames the pass went through (from the
-    start when ``seek`` is False). Decoding stops quietly at a corrupt packet."""
+def _decode_after_seek(path: str, wanted: list[int], size) -> dict[int, torch.Tensor]:
+    """The ``wanted`` frames, by source index, decoded from the key frame before ``wanted[0]``: the fast path of
+    :func:`read_clip`. Empty when the container's timestamps do not place the seek; frames after a corrupt packet
+    are missing."""
     frames: dict[int, torch.Tensor] = {}
-    passed = 0
     with av.open(path) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if torch.utils.data.get_worker_info() is not None:  # loader workers are the parallelism: one thread each
-            stream.thread_count = 1
+        stream = video_stream(container)
         rate, base, start = stream.average_rate, stream.time_base, stream.start_time or 0
-        seek = seek and bool(rate) and base is not None and wanted[0] > 0
-        if seek:
-            container.seek(start + int(wanted[0] / rate / base), stream=stream, backward=True)
+        if not rate or base is None:
+            return {}
+        container.seek(start + int(wanted[0] / rate / base), stream=stream, backward=True)
         try:
             for count, frame in enumerate(container.decode(stream)):
-                if seek and frame.pts is None:
-                    return {}, 0
-                index = round((frame.pts - start) * base * rate) if seek else count
-                if seek and count == 0 and index > wanted[0]:
-                    return {}, 0  # the seek overshot: the caller decodes from the start instead
-                passed = index + 1
+                if frame.pts is None:
+                    return {}
+                index = round((frame.pts - start) * base * rate)
+                if count == 0 and index > wanted[0]:
+                    return {}  # the seek overshot
                 if index in wanted and index not in frames:
                     frames[index] = decode_rgb(frame, size)
                 if index >= wanted[-1]:
                     break
         except av.error.FFmpegError:
-            pass  # the frames before the corrupt packet are kept; the caller reports the first missing one
-    return frames, passed
+            pass  # the sequential pass of the caller tells where decoding stops
+    return frames
 
 
 class TruncatedVideoError(VideoReadError):
@@ -216,9 +213,9 @@ class TruncatedVideoError(VideoReadError):
 def read_clip(entry: VideoEntry, indices: list[int], short_side: int | None = None) -> torch.Tensor:
     """Decode frames ``indices`` of an indexed video or frame folder.
 
-    Videos seek to the key frame before the first wanted frame (falling back to decoding from the start when the
-    container's timestamps do not allow it). ``short_side`` resizes (area interpolation) so the shorter side has
-    that many pixels.
+    Videos seek to the key frame before the first wanted frame; when that misses a frame (the container's
+    timestamps do not allow it, or a frame does not decode) one sequential pass (:func:`iter_resampled`) decodes
+    from the start. ``short_side`` resizes (area interpolation) so the shorter side has that many pixels.
 
     Returns:
         ``(len(indices), 3, H, W)`` float in [0, 1].
@@ -227,18 +224,15 @@ def read_clip(entry: VideoEntry, indices: list[int], short_side: int | None = No
         TruncatedVideoError: a wanted frame does not decode (a truncated or corrupt stream, a broken image).
         VideoReadError: the video cannot be opened.
     """
-    if os.path.isdir(entry.path):
-        return torch.stack(list(iter_resampled(entry, indices, short_side)))
-    size = _scaled_size(entry.height, entry.width, short_side)
     wanted = sorted(set(indices))
-    try:
-        frames, _ = _decode(entry.path, wanted, size, seek=True)
-        if len(frames) < len(wanted):
-            frames, passed = _decode(entry.path, wanted, size, seek=False)
-    except (av.error.FFmpegError, OSError, IndexError) as err:
-        raise VideoReadError(f"Cannot decode video {entry.path!r}: {err}") from err
+    frames: dict[int, torch.Tensor] = {}
+    if not os.path.isdir(entry.path) and wanted[0] > 0:
+        try:
+            frames = _decode_after_seek(entry.path, wanted, _scaled_size(entry.height, entry.width, short_side))
+        except (av.error.FFmpegError, OSError, IndexError) as err:
+            raise VideoReadError(f"Cannot decode video {entry.path!r}: {err}") from err
     if len(frames) < len(wanted):
-        raise TruncatedVideoError(entry.path, min(passed, *(set(wanted) - frames.keys())))
+        frames = dict(zip(wanted, iter_resampled(entry, wanted, short_side), strict=True))
     return torch.stack([frames[i] for i in indices])
 
 

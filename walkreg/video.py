@@ -61,6 +61,16 @@ def decode_rgb(frame: av.VideoFrame, size: tuple[int, int] | None) -> torch.Tens
     return _to_tensor(frame.to_ndarray(format="rgb24"))
 
 
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    """The first video stream of ``container``, set to decode with frame threads, or with one thread inside a
+    DataLoader worker (there the workers are the parallelism)."""
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    if torch.utils.data.get_worker_info() is not None:
+        stream.thread_count = 1
+    return stream
+
+
 def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> torch.Tensor:
     """One image file -> ``(3, H, W)`` float in [0, 1] (``size`` = ``(H, W)`` resizes)."""
     try:
@@ -124,8 +134,7 @@ def iter_frames(
     kept = decoded = 0
     try:
         with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream = video_stream(container)
             for frame in container.decode(stream):
                 decoded += 1
                 if (decoded - 1) % stride:

@@ -30,15 +30,11 @@ def worker(args: argparse.Namespace) -> None:
     """Run one implementation and print a JSON line of measurements."""
     import torch
 
-    from walkreg.baselines import lab_features, random_encoder
     from walkreg.evaluation import evaluate_sequence, peak_rss_mb
+    from walkreg.features import create_features
     from walkreg.propagation import PropagationConfig
 
-    if args.features == "lab":
-        extractor = lab_features
-    else:
-        encoder = random_encoder(args.features.removeprefix("random-"), seed=0)
-        extractor = lambda frames: encoder.iter_features(frames, chunk_size=4)  # noqa: E731
+    extractor = create_features(args.features).iter_features
     config = PropagationConfig(implementation=args.worker)
     result = evaluate_sequence(args.davis_root, args.sequence, extractor, args.out, "480p", config)
     print(json.dumps({

@@ -3,7 +3,7 @@
 Each measurement runs in a fresh subprocess (so ``ru_maxrss`` is that run's peak) on the first N frames of a real
 480p clip from the shared data, streamed from disk as the CLI does. Usage:
 
-    python bench/score_stabilize.py --encoder random-small --lengths 8 16 32
+    python bench/score_stabilize.py --encoder random-resnet18-small --lengths 8 16 32
 """
 
 import argparse
@@ -16,13 +16,14 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time, torch
-from walkreg.scoring import ScoreConfig, load_encoder, score_clip
+from walkreg.features import create_features
+from walkreg.scoring import ScoreConfig, score_clip
 from walkreg.stabilize import StabilizeConfig, stabilize
 from walkreg.video import iter_frames
 task, path, frames, spec, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 if threads:
     torch.set_num_threads(threads)
-encoder = load_encoder(spec)
+encoder = create_features(spec)
 start = time.perf_counter()
 if task == "score":
     score_clip(iter_frames(path, max_frames=frames), encoder, iter_frames(path, max_frames=frames), ScoreConfig())
@@ -37,7 +38,7 @@ print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RU
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clip", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "cups.mp4"), help="a 480p clip")
-    parser.add_argument("--encoder", default="random-small")
+    parser.add_argument("--encoder", default="random-resnet18-small")
     parser.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--tasks", nargs="+", default=["score", "stabilize:crw", "stabilize:flow", "stabilize:ema"])

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-from walkreg.scoring import ScoreConfig, flow_warp_error, guide_flow, load_encoder, score_clip, warp_error
+from walkreg.features import create_features
+from walkreg.flow import flow_warp_error, guide_flow, warp_error
+from walkreg.scoring import ScoreConfig, score_clip
 from walkreg.stabilize import METHODS, StabilizeConfig, stabilize
 from walkreg.video import read_video
 
@@ -179,7 +181,7 @@ def main():
     print(f"# encoder {args.encoder}; {args.frames} frames per clip at {args.size[1]}x{args.size[0]}; {config}")
     pooled, stabilised = {}, []
     for clip in args.clips:
-        encoder = CachedFeatures(load_encoder(args.encoder))
+        encoder = CachedFeatures(create_features(args.encoder))
         src = read_video(f"{args.data}/{clip}", max_frames=args.frames, size=tuple(args.size))
         name = clip.rstrip("/").split("/")[-1]
         made = edits(src)

@@ -6,9 +6,9 @@ pipeline's own resolution). Transitions are radius-limited and top-k sparse, so 
 When the VAE compresses time, the transition between two latent frames composes the per-frame transitions of the
 source frames between their representative frames (see :class:`~walkreg.pipelines.layouts.LatentLayout`).
 
-Confidence of a node is the source walk's cycle consistency: the probability that the round trip ``f -> g -> f``
-along the source transitions returns to it, relative to its most likely end node. Occluded or ambiguous nodes get
-low confidence.
+Confidence of a node is the source walk's round-trip confidence (:func:`walkreg.walks.round_trip_confidence`): the
+mass of the round trip ``f -> g -> f`` along the source transitions that comes home (within ``home_radius`` latent
+cells), relative to ``full_mass``. Occluded or ambiguous nodes get low confidence.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from walkreg.encoder import CRWEncoder
 from walkreg.progress import progress
-from walkreg.walk import SparseTransitions, local_transitions
+from walkreg.walks import SparseTransitions, WalkConfig, compose, local_transitions, round_trip_confidence
 
 from .layouts import LatentLayout
 
@@ -34,49 +34,22 @@ class CorrespondenceConfig:
         temperature: softmax temperature of the affinities.
         top_k: kept entries per row (also after composing transitions).
         radius: a node may step to cells closer than ``radius`` latent cells.
+        home_radius: a round trip is home when it ends strictly closer than this to its start, in latent cells.
+        full_mass: home-coming mass at and above which a node's correspondence is fully trusted.
         chunk_size: frames per encoder forward pass.
     """
 
     temperature: float = 0.05
     top_k: int = 10
     radius: float = 12.0
+    home_radius: float = 1.5
+    full_mass: float = 0.5
     chunk_size: int = 4
 
     def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"`temperature` must be > 0, but is {self.temperature}.")
-        if self.top_k < 1:
-            raise ValueError(f"`top_k` must be >= 1, but is {self.top_k}.")
-        if not self.radius > 0:
-            raise ValueError(f"`radius` must be > 0 latent cells, but is {self.radius}.")
-
-
-def compose(first: SparseTransitions, second: SparseTransitions, top_k: int) -> SparseTransitions:
-    """``first (a -> b)`` then ``second (b -> c)`` = ``a -> c``, duplicates merged, the ``top_k`` strongest kept and
-    rows renormalised."""
-    b, n, k1 = first.indices.shape
-    k2 = second.indices.shape[-1]
-    rows = first.indices.reshape(b, n * k1, 1).expand(-1, -1, k2)
-    indices = second.indices.gather(1, rows).reshape(b, n, k1 * k2)
-    weights = (first.weights.unsqueeze(-1) * second.weights.gather(1, rows).reshape(b, n, k1, k2)).reshape(b, n, k1 * k2)
-    indices, order = indices.sort(dim=-1)
-    weights = weights.gather(-1, order)
-    segment = torch.cat([indices.new_zeros(b, n, 1), (indices[..., 1:] != indices[..., :-1]).long().cumsum(-1)], -1)
-    sums = torch.zeros_like(weights).scatter_add_(-1, segment, weights)
-    cells = torch.zeros_like(indices).scatter_(-1, segment, indices)
-    kept, slots = sums.topk(min(top_k, k1 * k2), dim=-1)
-    kept = kept / kept.sum(-1, keepdim=True).clamp_min(1e-12)
-    return SparseTransitions(cells.gather(-1, slots), kept, second.num_keys)
-
-
-def cycle_confidence(there: SparseTransitions, back: SparseTransitions) -> torch.Tensor:
-    """``(B, N)`` cycle consistency of a round trip ``a -> b`` (``there``) then ``b -> a`` (``back``): the probability
-    of ending at the start node divided by that of the most likely end node (1 when the walk comes home most often)."""
-    k = there.indices.shape[-1] * back.indices.shape[-1]
-    trip = compose(there, back, top_k=k)
-    home = torch.arange(trip.indices.shape[1], device=trip.indices.device).view(1, -1, 1)
-    returned = (trip.weights * (trip.indices == home)).sum(-1)
-    return returned / trip.weights.amax(-1).clamp_min(1e-12)
+        WalkConfig(self.temperature, self.radius, self.top_k, self.home_radius)  # checks them
+        if not 0 < self.full_mass <= 1:
+            raise ValueError(f"`full_mass` must be in (0, 1], but is {self.full_mass}.")
 
 
 @dataclass
@@ -116,9 +89,9 @@ class SourceCorrespondences:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, device: torch.device | str) -> SourceCorrespondences:
-        move = lambda s: None if s is None else SparseTransitions(s.indices.to(device), s.weights.to(device), s.num_keys)  # noqa: E731
         return SourceCorrespondences(
-            [move(s) for s in self.previous], [move(s) for s in self.anchor], self.previous_confidence.to(device),
+            [s if s is None else s.to(device) for s in self.previous],
+            [s if s is None else s.to(device) for s in self.anchor], self.previous_confidence.to(device),
             self.anchor_confidence.to(device), self.grid, self.layout, self.num_source_frames, self.config,
         )
 
@@ -153,6 +126,9 @@ class SourceCorrespondences:
         features = encoder.iter_features(resized.clamp(0, 1), chunk_size=config.chunk_size)
         local = lambda q, k: local_transitions(q, k, config.temperature, config.radius, config.top_k)  # noqa: E731
 
+        def confidence(there: SparseTransitions, back: SparseTransitions) -> torch.Tensor:
+            return round_trip_confidence(there, back, w, config.home_radius, config.full_mass).cpu()
+
         previous, anchor = [None], [None]
         prev_conf, anchor_conf = [torch.zeros(h * w)], [torch.zeros(h * w)]
         first = before = back_chain = fwd_chain = None
@@ -169,8 +145,8 @@ class SourceCorrespondences:
                 to_first, from_first = local(feat, first), local(first, feat)
                 previous.append(back_chain)
                 anchor.append(to_first)
-                prev_conf.append(cycle_confidence(back_chain, fwd_chain)[0].cpu())
-                anchor_conf.append(cycle_confidence(to_first, from_first)[0].cpu())
+                prev_conf.append(confidence(back_chain, fwd_chain))
+                anchor_conf.append(confidence(to_first, from_first))
                 back_chain = fwd_chain = None
         device = first.device
         return cls(previous, anchor, torch.stack(prev_conf).to(device), torch.stack(anchor_conf).to(device), (h, w), layout, frames.shape[0], config)

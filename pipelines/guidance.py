@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from walkreg.walk import transition_matrix
+from walkreg.walks import transition_matrix
 
 from .callback import check_step_range, is_active
 from .correspondence import CorrespondenceCache, CorrespondenceConfig, SourceCorrespondences

@@ -1,3 +1,4 @@
+import argparse
 import subprocess
 import sys
 
@@ -26,3 +27,39 @@ def test_core_import_does_not_pull_optional_packages():
     code = "import sys, walkreg, walkreg.video, walkreg.cli; print(sorted(m for m in ('diffusers', 'accelerate', 'transformers', 'walkreg.pipelines', 'walkreg.train') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_help_lists_every_command_without_importing_torch():
+    code = ("import sys; from walkreg.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for command in ("demo", "score", "stabilize", "edit", "train", "eval-davis", "convert-crw", "env"):
+        assert command in result.stdout
+    assert result.stdout.strip().endswith("False")
+
+
+def test_every_option_of_every_core_command_explains_itself_and_its_default():
+    from walkreg.cli import COMMANDS, build_parser
+
+    for command in COMMANDS:
+        parser = build_parser([command])
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+        for action in sub._actions:
+            if action.dest == "help" or action.help is None:
+                continue
+            assert len(action.help.split()) >= 4, (command, action.dest, action.help)
+            assert "`" not in action.help, (command, action.dest, action.help)
+            if action.option_strings and not action.required:
+                assert "default" in action.help.lower(), (command, action.dest, action.help)
+
+
+def test_old_feature_names_still_work_with_a_one_line_deprecation_message(tmp_path, capsys):
+    from testing_utils import synthetic_video
+
+    from walkreg.video import write_video
+
+    write_video(tmp_path / "clip.mp4", synthetic_video(3, 16, 16, seed=0), fps=8)
+    assert main(["score", str(tmp_path / "clip.mp4"), "--encoder", "pixels"]) == 0
+    err = capsys.readouterr().err
+    assert "walkreg score: warning: The features name 'pixels' is deprecated; use 'rgb'." in err
+    assert len(err.strip().splitlines()) == 1

@@ -20,9 +20,9 @@ from testing_utils import (
     tiny_encoder,
 )
 
-from walkreg.baselines import lab_features, rgb_to_lab
 from walkreg.cli import main
 from walkreg.evaluation import evaluate_sequence, first_frame_labels, labels_to_ids
+from walkreg.features import LabFeatures, rgb_to_lab
 from walkreg.metrics import f_measure, jaccard
 from walkreg.propagation import PropagationConfig
 from walkreg.video import read_annotation, read_image, write_annotation, write_frames
@@ -49,7 +49,7 @@ def moving_root(tmp_path_factory):
 
 
 def test_labels_follow_a_known_translation(moving_root, tmp_path):
-    result = evaluate_sequence(moving_root, "moving", lab_features, tmp_path / "pred", config=PropagationConfig(num_context=3))
+    result = evaluate_sequence(moving_root, "moving", LabFeatures().iter_features, tmp_path / "pred", config=PropagationConfig(num_context=3))
     for t in range(1, 6):
         predicted = read_annotation(tmp_path / "pred" / f"{t:05d}.png")
         moved, still = square(64, 96, 16, 16 + SHIFT * t), square(64, 96, 16, 16)
@@ -122,13 +122,13 @@ def test_multi_object_davis2017_masks_and_void(tmp_path):
         ids = read_annotation(annotations / f"0000{i}.png")[::2, ::2][:240, :427]
         write_annotation(root / "Annotations" / "240p" / "tennis" / f"{t:05d}.png", ids)
 
-    result = evaluate_sequence(root, "tennis", lab_features, tmp_path / "pred", "240p", PropagationConfig(num_context=2))
+    result = evaluate_sequence(root, "tennis", LabFeatures().iter_features, tmp_path / "pred", "240p", PropagationConfig(num_context=2))
     assert [o.object_id for o in result.objects] == [1, 2]
     predicted = read_annotation(tmp_path / "pred" / "00001.png")
     assert set(np.unique(predicted)) <= {0, 1, 2}
     truth = read_annotation(root / "Annotations" / "240p" / "tennis" / "00001.png")
     assert result.objects[0].j.mean == pytest.approx(jaccard(truth == 1, predicted == 1, truth == 255))
-    as_background = evaluate_sequence(root, "tennis", lab_features, None, "240p", PropagationConfig(num_context=2), void="background")
+    as_background = evaluate_sequence(root, "tennis", LabFeatures().iter_features, None, "240p", PropagationConfig(num_context=2), void="background")
     assert as_background.objects[0].j.mean == pytest.approx(jaccard(truth == 1, predicted == 1))
 
 
@@ -155,7 +155,7 @@ def test_cli_encoder_and_baselines_in_one_run(moving_root, tmp_path, capsys):
         ([], "Nothing to evaluate"),
         (["--baselines", "lab", "--sequences", "nope"], "`--sequences` must name sequences"),
         (["--baselines", "lab", "--top-k", "0"], "`top_k` must be >= 1"),
-        (["--encoder", "/nonexistent/enc"], "is not one"),
+        (["--encoder", "/nonexistent/enc"], "must be an encoder directory"),
     ],
 )
 def test_cli_errors_are_one_line_and_leave_no_output(moving_root, tmp_path, capsys, extra, message):
@@ -189,7 +189,7 @@ def test_lab_conversion_of_reference_colours():
     np.testing.assert_allclose(lab[0], [100.0, 0.0, 0.0], atol=0.05)
     np.testing.assert_allclose(lab[1], [0.0, 0.0, 0.0], atol=0.05)
     np.testing.assert_allclose(lab[2], [53.24, 80.09, 67.20], atol=0.1)  # sRGB red, D65
-    features = next(lab_features([torch.rand(3, 20, 30)]))
+    features = next(LabFeatures().iter_features([torch.rand(3, 20, 30)]))
     assert features.shape == (1, 193, 3, 4)
     np.testing.assert_allclose(features.norm(dim=1), 1.0, atol=1e-5)
 
@@ -198,6 +198,6 @@ def test_lab_conversion_of_reference_colours():
 @requires_shared_data
 def test_full_protocol_on_shared_480p_blackswan(tmp_path):
     """The paper's protocol unchanged (context 20) on a real 480p sequence, with colour features."""
-    result = evaluate_sequence(SHARED_DATA / "davis", "blackswan", lab_features, tmp_path / "pred")
+    result = evaluate_sequence(SHARED_DATA / "davis", "blackswan", LabFeatures().iter_features, tmp_path / "pred")
     assert result.num_frames == 50 and len(result.objects[0].j_per_frame) == 48
     assert result.objects[0].j.mean > 0.5

@@ -38,8 +38,7 @@ from walkreg.pipelines import (  # noqa: E402
     WalkRegCallback,
     infer_layout,
 )
-from walkreg.pipelines.correspondence import compose, cycle_confidence  # noqa: E402
-from walkreg.walk import local_transitions  # noqa: E402
+from walkreg.walks import compose, local_transitions  # noqa: E402
 
 
 warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
@@ -193,30 +192,6 @@ def test_layout_inference_and_refusals():
 
 
 # -- correspondences -------------------------------------------------------------------------------------------------
-
-def test_compose_equals_the_dense_product():
-    g = torch.Generator().manual_seed(0)
-    a, b, c = (torch.nn.functional.normalize(torch.randn(1, 6, 5, 5, generator=g), dim=1) for _ in range(3))
-    first, second = local_transitions(a, b, 0.1, radius=2.5, top_k=6), local_transitions(b, c, 0.1, radius=2.5, top_k=6)
-    exact = compose(first, second, top_k=36)
-    torch.testing.assert_close(exact.to_dense(), first.to_dense() @ second.to_dense())
-    truncated = compose(first, second, top_k=4)
-    assert truncated.indices.shape[-1] == 4
-    torch.testing.assert_close(truncated.weights.sum(-1), torch.ones(1, 25))
-    # the kept entries are the strongest of the exact product
-    top = (first.to_dense() @ second.to_dense()).topk(4, dim=-1).values
-    torch.testing.assert_close(truncated.weights, top / top.sum(-1, keepdim=True))
-
-
-def test_cycle_confidence_is_one_on_a_static_video_and_lower_for_ambiguous_nodes():
-    g = torch.Generator().manual_seed(0)
-    frame = torch.nn.functional.normalize(torch.randn(1, 8, 6, 6, generator=g), dim=1)
-    there = local_transitions(frame, frame, 0.05, radius=3, top_k=5)
-    torch.testing.assert_close(cycle_confidence(there, there), torch.ones(1, 36))
-    flat = torch.nn.functional.normalize(torch.ones(1, 8, 6, 6), dim=1)  # every node looks the same
-    uniform = local_transitions(flat, flat, 0.05, radius=3, top_k=5)
-    assert cycle_confidence(uniform, uniform).mean() < 0.9
-
 
 def test_time_compressed_correspondences_compose_the_covered_frames():
     frames = video(9, 32)

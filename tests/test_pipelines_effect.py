@@ -17,8 +17,8 @@ pytest.importorskip("cv2")
 from test_pipelines import embeds, tiny_sd_img2img  # noqa: E402
 from testing_utils import CLIPS, tiny_encoder  # noqa: E402
 
+from walkreg.flow import flow_warp_error  # noqa: E402
 from walkreg.pipelines import WalkRegCallback  # noqa: E402
-from walkreg.scoring import flow_warp_error  # noqa: E402
 from walkreg.video import read_video  # noqa: E402
 
 

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from testing_utils import CLIPS, assert_tensors_close, synthetic_video, tiny_encoder
 
 from walkreg.cli import main
-from walkreg.scoring import PixelFeatures, ScoreConfig, home_mass, score_clip, walk_step
+from walkreg.features import RGBFeatures
+from walkreg.scoring import ScoreConfig, score_clip
 from walkreg.video import read_video, write_video
-from walkreg.walk import local_transitions
+from walkreg.walks import home_mass, leaky, local_transitions
 
 
 def flicker(frames: torch.Tensor, strength: float, seed: int = 0) -> torch.Tensor:
@@ -43,8 +44,11 @@ def test_leaky_walks_and_home_mass_match_a_dense_reference(depth):
         diff = (colours[a].flatten(2)[0][:, :, None] - colours[b].flatten(2)[0][:, None]).abs().mean(0)
         return plain * torch.exp(-diff / config.colour_scale)
 
-    out = [walk_step(feats[i], feats[i + 1], config, colours[i], colours[i + 1]) for i in range(depth)]
-    back = [walk_step(feats[i + 1], feats[i], config, colours[i + 1], colours[i]) for i in reversed(range(depth))]
+    def step(a, b):
+        return leaky(config.walk.step(feats[a], feats[b]), colours[a], colours[b], config.colour_scale)
+
+    out = [step(i, i + 1) for i in range(depth)]
+    back = [step(i + 1, i) for i in reversed(range(depth))]
     for step, (a, b) in zip(out, [(i, i + 1) for i in range(depth)], strict=True):
         assert_tensors_close(step.to_dense()[0], dense_step(a, b))
     walk = functools.reduce(torch.matmul, [dense_step(i, i + 1) for i in range(depth)] + [dense_step(i + 1, i) for i in reversed(range(depth))])
@@ -57,7 +61,7 @@ def test_leaky_walks_and_home_mass_match_a_dense_reference(depth):
 
 
 def test_unedited_clip_is_fully_consistent_and_flicker_is_monotone(clip):
-    encoder = PixelFeatures()
+    encoder = RGBFeatures()
     clean = score_clip(clip, encoder, clip).overall
     assert clean["fidelity"] == pytest.approx(1.0) and clean["agreement"] == pytest.approx(1.0)
     scores = [score_clip(flicker(clip, s), encoder, clip).overall for s in (0.05, 0.1, 0.2)]
@@ -81,9 +85,9 @@ def test_frozen_and_shuffled_edits_cannot_game_the_score(clip):
 
 def test_score_clip_rejects_length_mismatch_and_single_frames(clip):
     with pytest.raises(ValueError, match="`source`"):
-        score_clip(clip, PixelFeatures(), clip[:4])
+        score_clip(clip, RGBFeatures(), clip[:4])
     with pytest.raises(ValueError, match="at least 2 frames"):
-        score_clip(clip[:1], PixelFeatures())
+        score_clip(clip[:1], RGBFeatures())
     with pytest.raises(ValueError, match="`window`"):
         ScoreConfig(window=1)
 
@@ -118,7 +122,7 @@ def test_cli_writes_json_schema(videos, encoder_dir, tmp_path, capsys):
 def test_cli_bad_inputs_one_line_error_and_no_output(videos, tmp_path, capsys, edited, message):
     out = tmp_path / "scores.json"
     source = [] if edited == "one.mp4" else ["--source", str(videos / "source.mp4")]
-    rc = main(["score", str(videos / edited), *source, "--encoder", "pixels", "--json", str(out)])
+    rc = main(["score", str(videos / edited), *source, "--encoder", "rgb", "--json", str(out)])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("walkreg score: error")]
     assert rc == 1 and len(errors) == 1 and message in errors[0]
@@ -127,7 +131,7 @@ def test_cli_bad_inputs_one_line_error_and_no_output(videos, tmp_path, capsys, e
 
 def test_cli_size_mismatch(videos, tmp_path, capsys):
     carphone = CLIPS / "carphone.mp4"
-    rc = main(["score", str(videos / "source.mp4"), "--source", str(carphone), "--encoder", "pixels"])
+    rc = main(["score", str(videos / "source.mp4"), "--source", str(carphone), "--encoder", "rgb"])
     assert rc == 1 and "same size" in capsys.readouterr().err
 
 
@@ -138,7 +142,7 @@ def test_cli_batch_mode(videos, tmp_path):
         write_video(edits / name, flicker(clip, strength), fps=24)
         write_video(sources / name, clip, fps=24)
     out = tmp_path / "batch.json"
-    assert main(["score", str(edits), "--batch", "--source", str(sources), "--encoder", "pixels", "--json", str(out)]) == 0
+    assert main(["score", str(edits), "--batch", "--source", str(sources), "--encoder", "rgb", "--json", str(out)]) == 0
     body = json.loads(out.read_text())
     assert body["schema"] == "walkreg.score-batch/1" and [c["edited"].split("/")[-1] for c in body["clips"]] == ["a.mp4", "b.mp4"]
     assert body["clips"][0]["overall"]["fidelity"] > body["clips"][1]["overall"]["fidelity"]

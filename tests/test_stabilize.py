@@ -3,7 +3,7 @@ import torch
 from testing_utils import synthetic_video
 
 from walkreg.cli import main
-from walkreg.scoring import PixelFeatures
+from walkreg.features import RGBFeatures
 from walkreg.stabilize import StabilizeConfig, stabilize
 from walkreg.video import probe_video, write_video
 
@@ -20,14 +20,14 @@ def clips():
 @pytest.mark.parametrize("method", ["crw", "flow", "ema"])
 def test_stabilize_moves_a_flickering_edit_towards_the_consistent_one(clips, method):
     source, clean, edited = clips
-    out = torch.stack(list(stabilize(source, edited, PixelFeatures(), StabilizeConfig(method=method))))
+    out = torch.stack(list(stabilize(source, edited, RGBFeatures(), StabilizeConfig(method=method))))
     assert out.shape == edited.shape and torch.equal(out[0], edited[0])
     assert (out - clean).abs().mean() < 0.75 * (edited - clean).abs().mean()
 
 
 def test_stabilize_keeps_high_frequencies_and_an_unflickering_edit(clips):
     source, clean, _ = clips
-    out = torch.stack(list(stabilize(source, clean, PixelFeatures())))
+    out = torch.stack(list(stabilize(source, clean, RGBFeatures())))
     assert (out - clean).abs().mean() < 0.01  # a consistent edit is left (almost) alone
 
 
@@ -36,7 +36,7 @@ def test_stabilize_rejects_bad_config_and_lengths(clips):
     with pytest.raises(ValueError, match="`strength`"):
         StabilizeConfig(strength=1.0)
     with pytest.raises(ValueError, match="same length"):
-        list(stabilize(source, edited[:5], PixelFeatures()))
+        list(stabilize(source, edited[:5], RGBFeatures()))
 
 
 def test_cli_writes_video_and_leaves_nothing_on_error(clips, tmp_path, capsys):
@@ -45,7 +45,7 @@ def test_cli_writes_video_and_leaves_nothing_on_error(clips, tmp_path, capsys):
     write_video(tmp_path / "edit.mp4", edited, fps=24)
     write_video(tmp_path / "short.mp4", edited[:5], fps=24)
     out = tmp_path / "out" / "stable.mp4"
-    args = ["stabilize", "--source", str(tmp_path / "src.mp4"), "--encoder", "pixels", "--out", str(out)]
+    args = ["stabilize", "--source", str(tmp_path / "src.mp4"), "--encoder", "rgb", "--out", str(out)]
     assert main([*args, "--edited", str(tmp_path / "edit.mp4")]) == 0
     info = probe_video(out)
     assert (info.num_frames, info.width, info.height) == (8, 64, 48)

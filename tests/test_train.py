@@ -1,5 +1,6 @@
 """The trainer end to end on CPU: a few steps on real clips, checkpoints, exact resume, 2 processes, bad data, CLI."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -124,6 +125,70 @@ def test_resume_repeats_the_uninterrupted_loss_trajectory(tmp_path):
     b = CRWEncoder.from_pretrained(tmp_path / "split" / "encoder").state_dict()
     for key in a:
         assert_tensors_close(b[key], a[key], atol=1e-6, rtol=1e-5)
+
+
+def _reset_accelerate() -> None:
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
+class _MakesMarker:
+    """Unpickling this runs ``os.makedirs(marker)``: the payload of a malicious checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker,)
+
+
+def test_resume_refuses_a_checkpoint_whose_pickles_run_code_unless_trusted(tmp_path):
+    train(small_config(output_dir=str(tmp_path / "run"), max_train_steps=1))
+    checkpoint = tmp_path / "run" / "checkpoint-1"
+    registered = sorted(p.name for p in checkpoint.glob("custom_checkpoint_*.pkl"))
+    assert registered == ["custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl"]  # LR scheduler, edge-dropout generator
+    dropout_state = torch.load(checkpoint / "custom_checkpoint_1.pkl", weights_only=True)
+    marker = tmp_path / "pickled-code-ran"
+    torch.save({**dropout_state, "payload": _MakesMarker(marker)}, checkpoint / "custom_checkpoint_1.pkl")
+    _reset_accelerate()
+    resumed = small_config(output_dir=str(tmp_path / "run"), max_train_steps=2, resume_from_checkpoint="latest")
+    with pytest.raises(ValueError, match=r"`resume_from_checkpoint` .*custom_checkpoint_1\.pkl.*--trust-checkpoint"):
+        train(resumed)
+    assert not marker.exists()
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-1"]
+    _reset_accelerate()
+    assert train(dataclasses.replace(resumed, trust_checkpoint=True)).global_step == 2
+    assert marker.exists()  # trusted: accelerate unpickled it
+
+
+def test_resume_drops_the_metrics_logged_after_the_checkpoint(tmp_path):
+    base = {"output_dir": str(tmp_path / "run"), "logging_steps": 1, "checkpointing_steps": 1}
+    train(small_config(max_train_steps=2, **base))
+    metrics = tmp_path / "run" / "logs" / "metrics.jsonl"
+    shutil.rmtree(tmp_path / "run" / "checkpoint-2")  # as if killed after logging step 2, before its checkpoint
+    with metrics.open("a") as f:
+        f.write(json.dumps({"step": 3, "train/loss": 1.0}) + "\n" + '{"step": 4, "train/lo')  # and a line cut short
+    _reset_accelerate()
+    train(small_config(max_train_steps=3, resume_from_checkpoint="latest", **base))
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    assert not list(metrics.parent.glob(".metrics*"))
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_nothing_behind(tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(5000))
+    with pytest.raises(ValueError, match="`data` holds no usable video"):
+        train(small_config(data=[str(videos)], output_dir=str(tmp_path / "new" / "run")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["videos"]
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("keep")
+    _reset_accelerate()
+    with pytest.raises(ValueError, match="`data` holds no usable video"):
+        train(small_config(data=[str(videos)], output_dir=str(existing)))
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
 
 
 def _two_process_run(output_dir: str) -> None:

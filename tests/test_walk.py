@@ -5,6 +5,7 @@ from reference_crw import reference_walk_loss
 from testing_utils import assert_tensors_close
 
 from walkreg import local_transitions, transition_matrix, walk_back_loss
+from walkreg.walks import compose, round_trip_confidence
 
 
 def random_nodes(b=2, c=32, t=5, n=49, seed=0):
@@ -83,7 +84,7 @@ def test_backward_edges_inherit_forward_drops():
     out = walk_back_loss(nodes, temperature=10.0, edge_dropout=0.1, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out.loss)
     g = torch.Generator().manual_seed(0)
-    from walkreg.walk import drop_edges
+    from walkreg.walks import drop_edges
 
     aff = torch.zeros(4, 200, 200)
     forward = drop_edges(aff, 0.1, g)
@@ -129,3 +130,39 @@ def test_local_transitions_rejects_mismatched_grids():
         local_transitions(torch.zeros(1, 4, 5, 5), torch.zeros(1, 4, 5, 6))
     with pytest.raises(ValueError, match="`radius` must be > 0"):
         local_transitions(torch.zeros(1, 4, 5, 5), torch.zeros(1, 4, 5, 5), radius=0)
+
+
+def test_compose_equals_the_dense_product_exactly_or_truncated():
+    g = torch.Generator().manual_seed(0)
+    a, b, c = (F.normalize(torch.randn(1, 6, 5, 5, generator=g), dim=1) for _ in range(3))
+    first, second = local_transitions(a, b, 0.1, radius=2.5, top_k=6), local_transitions(b, c, 0.1, radius=2.5, top_k=6)
+    product = first.to_dense() @ second.to_dense()
+    every_path = compose(first, second)
+    assert every_path.indices.shape[-1] == 36
+    torch.testing.assert_close(every_path.to_dense(), product)
+    torch.testing.assert_close(compose(first, second, top_k=36).to_dense(), product)
+    truncated = compose(first, second, top_k=4)
+    assert truncated.indices.shape[-1] == 4
+    torch.testing.assert_close(truncated.weights.sum(-1), torch.ones(1, 25))
+    top = product.topk(4, dim=-1).values  # the kept entries are the strongest of the exact product
+    torch.testing.assert_close(truncated.weights, top / top.sum(-1, keepdim=True))
+
+
+def test_apply_carries_values_like_the_dense_matrix():
+    g = torch.Generator().manual_seed(1)
+    a, b = (F.normalize(torch.randn(2, 6, 4, 7, generator=g), dim=1) for _ in range(2))
+    step = local_transitions(a, b, 0.1, radius=3, top_k=5)
+    values = torch.randn(2, 3, 28, generator=g)
+    torch.testing.assert_close(step.apply(values), (step.to_dense() @ values.transpose(1, 2)).transpose(1, 2))
+
+
+def test_round_trip_confidence_is_one_on_a_static_video_and_lower_for_ambiguous_cells():
+    g = torch.Generator().manual_seed(0)
+    frame = F.normalize(torch.randn(1, 8, 6, 6, generator=g), dim=1)
+    there = local_transitions(frame, frame, 0.05, radius=3, top_k=5)
+    torch.testing.assert_close(round_trip_confidence(there, there, 6, home_radius=1.5, full_mass=0.5), torch.ones(36))
+    flat = F.normalize(torch.ones(1, 8, 6, 6), dim=1)  # every cell looks the same: the walk wanders off
+    uniform = local_transitions(flat, flat, 0.05, radius=3, top_k=5)
+    assert round_trip_confidence(uniform, uniform, 6, home_radius=1.5, full_mass=1.0).mean() < 0.9
+    with pytest.raises(ValueError, match="full_mass"):
+        round_trip_confidence(there, there, 6, home_radius=1.5, full_mass=0)

@@ -2,7 +2,7 @@
 
 ``walkreg train`` and ``accelerate launch -m walkreg train`` both end in :func:`train`. Each process reads its own
 shard of clips (:class:`~walkreg.train.data.ClipSampler`), encodes them to node embeddings through the DDP-wrapped
-model, and computes :func:`walkreg.walk.walk_back_loss` in float32 outside autocast. The learning rate follows the
+model, and computes :func:`walkreg.loss.walk_back_loss` in float32 outside autocast. The learning rate follows the
 official per-iteration MultiStepLR. Edge dropout draws from a dedicated generator that is checkpointed, and
 augmentation is seeded per clip, so a resumed run repeats the uninterrupted run's loss trajectory.
 """
@@ -23,9 +23,10 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, TorchDynamoPlugin, set_seed
 from torch import nn
 
+from walkreg import atomic
 from walkreg.encoder import CRWEncoder
+from walkreg.loss import walk_back_loss
 from walkreg.progress import progress
-from walkreg.walk import walk_back_loss
 
 from . import checkpoints
 from .config import TrainConfig
@@ -78,10 +79,20 @@ class TrainResult:
 
 
 def _trackers(report_to: str) -> str | list[str] | None:
+    """The Accelerator's ``log_with`` for ``report_to``: ``"auto"`` is TensorBoard when it is installed, else none.
+
+    An explicit ``"tensorboard"`` that is not installed warns; other trackers are left to accelerate to check.
+    """
+    tensorboard = bool(importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"))
+    if report_to == "auto":
+        return "tensorboard" if tensorboard else None
     if report_to == "none":
         return None
-    if report_to == "tensorboard" and not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
-        logger.warning("`report_to`='tensorboard' but tensorboard is not installed: metrics go to logs/metrics.jsonl only.")
+    if report_to == "tensorboard" and not tensorboard:
+        logger.warning(
+            "`report_to` is 'tensorboard' but tensorboard is not installed (`pip install tensorboard`, or use 'auto' "
+            "or 'none'): metrics go to logs/metrics.jsonl only."
+        )
         return None
     return report_to
 
@@ -92,9 +103,11 @@ def _index_file(config: TrainConfig) -> Path:
 
 
 def _save_checkpoint(accelerator: Accelerator, model: nn.Module, config: TrainConfig, step: int) -> Path:
+    """Every process writes its state into the shared temporary directory; the main process then swaps it in."""
     tmp = checkpoints.temporary_path(config.output_dir, step)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process's RNG state is in `tmp` before it is renamed
     final = Path(config.output_dir) / f"checkpoint-{step}"
     if accelerator.is_main_process:
         accelerator.unwrap_model(model).encoder.save_pretrained(tmp / "encoder")
@@ -108,14 +121,82 @@ def _log_config(accelerator: Accelerator, config: TrainConfig) -> None:
     accelerator.init_trackers("walkreg-train", config=flat)
 
 
+def _new_paths(config: TrainConfig) -> list[Path]:
+    """What a start of ``config``'s run would create: for each path it writes before its first step that does not
+    exist yet, the outermost missing folder above it (or the path itself)."""
+    output_dir = Path(config.output_dir).absolute()
+    found = []
+    for path in (output_dir, _index_file(config).absolute(), output_dir / "train_config.json", output_dir / "logs"):
+        if path.exists():
+            continue
+        while not path.parent.exists() and path.parent != path.parent.parent:
+            path = path.parent
+        found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def _remove_new_paths(paths: list[Path]) -> None:
+    """Delete what :func:`_new_paths` listed, as far as it exists now."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+
+
+def _drop_metrics_after(metrics_file: Path, step: int) -> None:
+    """Rewrite ``metrics_file`` (atomically) without its lines of steps after ``step`` and its unreadable lines.
+
+    A run killed after logging steps it never checkpointed logs them again once resumed; this removes the first copy.
+    """
+    if not metrics_file.is_file():
+        return
+    lines = metrics_file.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line + "\n")
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            pass  # a line cut short by the kill
+    if len(kept) != len(lines):
+        atomic.write_text_atomic(metrics_file, "".join(kept))
+
+
+def _resume(accelerator: Accelerator, config: TrainConfig, metrics_file: Path) -> int:
+    """Load the checkpoint that ``config.resume_from_checkpoint`` names; returns its step (0 when there is none).
+
+    Unless ``config.trust_checkpoint``, a checkpoint whose pickles could run code is refused first
+    (:func:`checkpoints.check_safe_to_load`). The metrics logged after the checkpoint's step are dropped.
+    """
+    if config.resume_from_checkpoint is None:
+        return 0
+    checkpoint = checkpoints.resolve_checkpoint(config.output_dir, config.resume_from_checkpoint)
+    step = 0
+    if checkpoint is not None:
+        if not config.trust_checkpoint:
+            checkpoints.check_safe_to_load(checkpoint)
+        accelerator.load_state(str(checkpoint))
+        step = checkpoints.read_state(checkpoint)["global_step"]
+        logger.info("Resumed from %s at step %d.", checkpoint, step)
+    else:
+        logger.info("No checkpoint in %s yet: starting a new run.", config.output_dir)
+    if accelerator.is_main_process:
+        _drop_metrics_after(metrics_file, step)
+    return step
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Train a CRW encoder as ``config`` says; returns the per-step losses of this call (see :class:`TrainResult`).
 
     Writes into ``config.output_dir``: ``train_config.json`` (the resolved config), ``checkpoint-<step>/`` every
     ``checkpointing_steps`` and at the end, ``encoder/`` (the final encoder, ``CRWEncoder.from_pretrained``-loadable)
-    and ``logs/metrics.jsonl`` (plus tracker logs).
+    and ``logs/metrics.jsonl`` (plus tracker logs). A run that fails with an error before its first optimizer step
+    leaves nothing new behind: the output folder, index cache and logs it created are removed again (an interrupted
+    one keeps its index cache, so indexing resumes).
     """
     output_dir = Path(config.output_dir)
+    new_paths = _new_paths(config)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -123,6 +204,19 @@ def train(config: TrainConfig) -> TrainResult:
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if config.compile else None,
     )
+    result = TrainResult(global_step=0)
+    try:
+        _run(accelerator, config, result)
+    except Exception:
+        if accelerator.is_main_process and not result.losses:
+            _remove_new_paths(new_paths)
+        raise
+    return result
+
+
+def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> None:
+    """The body of :func:`train`: data, model, resume, loop, final encoder; fills ``result`` step by step."""
+    output_dir = Path(config.output_dir)
     main = accelerator.is_main_process
     set_seed(config.seed)
 
@@ -161,18 +255,13 @@ def train(config: TrainConfig) -> TrainResult:
     accelerator.register_for_checkpointing(scheduler, dropout_rng)
 
     # 3. Resume.
-    global_step = 0
-    checkpoint = checkpoints.resolve_checkpoint(output_dir, config.resume_from_checkpoint)
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        global_step = checkpoints.read_state(checkpoint)["global_step"]
-        logger.info("Resumed from %s at step %d.", checkpoint, global_step)
-    elif config.resume_from_checkpoint == "latest":
-        logger.info("No checkpoint in %s yet: starting a new run.", output_dir)
+    metrics_file = output_dir / "logs" / "metrics.jsonl"
+    global_step = result.global_step = _resume(accelerator, config, metrics_file)
     if main:
         config.save(output_dir / "train_config.json")
-        for leftover in output_dir.glob(".checkpoint-*.partial"):  # a run killed while saving
-            shutil.rmtree(leftover)
+        # what a run killed while saving a checkpoint or the final encoder left
+        for leftover in checkpoints.leftovers(output_dir) + atomic.leftovers(output_dir / "encoder"):
+            shutil.rmtree(leftover, ignore_errors=True)
     _log_config(accelerator, config)
     logger.info(
         "Running training: %d clips per epoch over %d processes, batch %d per process x %d accumulation = %d clips "
@@ -182,8 +271,6 @@ def train(config: TrainConfig) -> TrainResult:
     )
 
     # 4. Loop.
-    result = TrainResult(global_step=global_step)
-    metrics_file = output_dir / "logs" / "metrics.jsonl"
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
     bar = progress(total=max_steps, initial=global_step, desc="train", unit="step", disable=not accelerator.is_local_main_process)
     epoch, skip = divmod(global_step, steps_per_epoch)
@@ -241,15 +328,10 @@ def train(config: TrainConfig) -> TrainResult:
 
     # 5. The final encoder.
     if main:
-        tmp = output_dir / ".encoder.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        accelerator.unwrap_model(model).encoder.save_pretrained(tmp)
-        shutil.rmtree(output_dir / "encoder", ignore_errors=True)
-        tmp.rename(output_dir / "encoder")
+        atomic.replace_directory(output_dir / "encoder", accelerator.unwrap_model(model).encoder.save_pretrained)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     result.global_step = global_step
-    return result
 
 
 def _validate(accelerator: Accelerator, model: nn.Module, config: TrainConfig, step: int, metrics_file: Path) -> None:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import torch
@@ -132,28 +131,3 @@ def save_converted(encoder: CRWEncoder, out_dir: str | os.PathLike, provenance: 
             raise RuntimeError(f"The encoder written to {str(tmp)!r} does not reload identically.")
 
     fill_new_directory(out_dir, write, "`out_dir`")
-
-
-def run(args: argparse.Namespace) -> int:
-    """``walkreg convert-crw CHECKPOINT OUT_DIR``."""
-    encoder, train_args = convert_crw_checkpoint(args.checkpoint)
-    provenance = {"source": str(args.checkpoint), "format": "ajabri/videowalk checkpoint",
-                  "arch": encoder.arch, "embed_dim": encoder.embed_dim, "train_args": train_args}
-    save_converted(encoder, args.out_dir, provenance)
-    params = sum(p.numel() for p in encoder.parameters())
-    sys.stdout.write(f"converted {args.checkpoint} -> {args.out_dir} ({encoder.arch}, {params:,} parameters)\n")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """Add ``walkreg convert-crw`` to the CLI."""
-    parser = subparsers.add_parser(
-        "convert-crw",
-        help="convert the official CRW checkpoint (pretrained.pth) into a walkreg encoder directory",
-        description="Read an ajabri/videowalk checkpoint safely (weights_only, only argparse.Namespace allowed), map "
-        "every key explicitly, check every shape and write an encoder directory that CRWEncoder.from_pretrained "
-        "and `--encoder` load.",
-    )
-    parser.add_argument("checkpoint", type=Path, help="official checkpoint, e.g. pretrained.pth")
-    parser.add_argument("out_dir", type=Path, help="new or empty output directory")
-    parser.set_defaults(func=run)

@@ -1,4 +1,4 @@
-"""``walkreg demo``: the main job end to end on the bundled clip, offline, in about a minute on a CPU.
+"""The demo: the main job end to end on the bundled clip, offline (``walkreg demo``).
 
 1. A real clip (``walkreg/assets/demo.mp4``) gets a real per-frame edit that flickers: each frame is posterised to
    its own k-means palette (seeded per frame, as an image editor or a per-frame diffusion pass would) with a small
@@ -12,18 +12,18 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
-import sys
-from dataclasses import asdict
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from walkreg.atomic import write_text_atomic
+from walkreg import atomic
+from walkreg.features import create_features
 from walkreg.progress import progress
-from walkreg.scoring import SCHEMA, ScoreConfig, load_encoder, score_clip
+from walkreg.scoring import SCHEMA, ScoreConfig, ScoreOutput, score_clip
 from walkreg.stabilize import StabilizeConfig, stabilize
 from walkreg.video import probe_video, read_video, write_video
 
@@ -59,51 +59,47 @@ def flickering_edit(frames: torch.Tensor, colours: int = 6, cast: float = 0.06, 
     return torch.stack(edited)
 
 
-def run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    source = read_video(args.clip, max_frames=args.frames)
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` made: ``(T, 3, H, W)`` clips in [0, 1], and the scores of both edits with their config."""
+
+    source: torch.Tensor
+    edited: torch.Tensor
+    stabilised: torch.Tensor
+    scores: dict[str, ScoreOutput]
+    config: ScoreConfig
+
+
+def run_demo(clip: str | os.PathLike, encoder_name: str = "default", frames: int | None = None, seed: int = 0) -> DemoResult:
+    """Edit ``clip`` frame by frame (:func:`flickering_edit`), stabilise the edit along the source's correspondences
+    and score both edits against the source (with the flow baseline when OpenCV is installed)."""
+    source = read_video(clip, max_frames=frames)
     if source.shape[0] < 2:
-        raise ValueError(f"`--clip` {str(args.clip)!r} needs at least 2 frames, but has {source.shape[0]}.")
-    fps = probe_video(args.clip).fps or 15.0
-    encoder = load_encoder(args.encoder)
-    edited = flickering_edit(source, seed=args.seed)
+        raise ValueError(f"`clip` {str(clip)!r} needs at least 2 frames, but has {source.shape[0]}.")
+    encoder = create_features(encoder_name)
+    edited = flickering_edit(source, seed=seed)
     stabilised = torch.stack(list(progress(stabilize(source, edited, encoder, StabilizeConfig()), desc="stabilize", total=len(source))))
-
-    include_flow = importlib.util.find_spec("cv2") is not None
-    config = ScoreConfig(include_flow=include_flow, num_worst=6, preview_frames=len(source))
-    scores = {name: score_clip(clip, encoder, source, config, num_frames=len(source), progress_desc=f"score {name}")
-              for name, clip in (("per_frame_edit", edited), ("walkreg", stabilised))}
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_video(out / "per_frame_edit.mp4", edited, fps=fps)
-    write_video(out / "walkreg.mp4", stabilised, fps=fps)
-    write_video(out / "side_by_side.mp4", torch.cat([source, edited, stabilised], dim=-1), fps=fps)
-    bodies = {name: {"schema": SCHEMA, "edited": f"{name}.mp4", "source": str(args.clip), "encoder": str(args.encoder),
-                     "fps": fps, "config": asdict(config), **score.to_dict()} for name, score in scores.items()}
-    write_text_atomic(out / "scores.json", json.dumps(bodies, indent=2) + "\n")
-    if importlib.util.find_spec("matplotlib") is not None:
-        from walkreg.report import write_report
-
-        write_report(out / "report.html", bodies["walkreg"], scores["walkreg"])
-        write_report(out / "report_per_frame_edit.html", bodies["per_frame_edit"], scores["per_frame_edit"])
-
-    keys = [k for k in ("consistency", "walk_back", "agreement", "flow_warp_error") if k in scores["walkreg"].overall]
-    lines = [f"{'':<16}" + "".join(f"{k:>17}" for k in keys)]
-    for name, score in scores.items():
-        lines.append(f"{name:<16}" + "".join(f"{score.overall[k]:>17.4f}" for k in keys))
-    lines.append(f"wrote {out / 'side_by_side.mp4'} (source | per-frame edit | walkreg), reports and scores.json in {out}")
-    sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    config = ScoreConfig(include_flow=importlib.util.find_spec("cv2") is not None, num_worst=6, preview_frames=len(source))
+    scores = {name: score_clip(video, encoder, source, config, num_frames=len(source), progress_desc=f"score {name}")
+              for name, video in (("per_frame_edit", edited), ("walkreg", stabilised))}
+    return DemoResult(source, edited, stabilised, scores, config)
 
 
-def register_cli(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "demo", help="edit the bundled clip frame by frame, stabilise it with walkreg, score and report both",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--out", default="walkreg-demo", help="output folder (default: ./walkreg-demo)")
-    parser.add_argument("--clip", default=str(DEMO_CLIP), help="a video to use instead of the bundled clip")
-    parser.add_argument("--encoder", default="default", help="encoder directory, 'default' (bundled), 'random' or 'pixels'")
-    parser.add_argument("--frames", type=int, default=None, help="use only the first N frames")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the per-frame edit")
-    parser.set_defaults(func=run)
+def write_demo(out: str | os.PathLike, result: DemoResult, clip: str | os.PathLike, encoder_name: str) -> None:
+    """Write the demo's videos, ``scores.json`` and (with matplotlib) its reports into ``out``, all or none."""
+    out = Path(out)
+    fps = probe_video(clip).fps or 15.0
+    bodies = {name: {"schema": SCHEMA, "edited": f"{name}.mp4", "source": str(clip), "encoder": encoder_name,
+                     "fps": fps, "config": asdict(result.config), **score.to_dict()} for name, score in result.scores.items()}
+    side_by_side = torch.cat([result.source, result.edited, result.stabilised], dim=-1)
+    with atomic.output_set() as outputs:
+        outputs.write(out / "per_frame_edit.mp4", lambda tmp: write_video(tmp, result.edited, fps=fps))
+        outputs.write(out / "walkreg.mp4", lambda tmp: write_video(tmp, result.stabilised, fps=fps))
+        outputs.write(out / "side_by_side.mp4", lambda tmp: write_video(tmp, side_by_side, fps=fps))
+        outputs.write_text(out / "scores.json", json.dumps(bodies, indent=2) + "\n")
+        if importlib.util.find_spec("matplotlib") is not None:
+            from walkreg.report import render_report
+
+            outputs.write_text(out / "report.html", render_report(bodies["walkreg"], result.scores["walkreg"]))
+            outputs.write_text(out / "report_per_frame_edit.html",
+                               render_report(bodies["per_frame_edit"], result.scores["per_frame_edit"]))

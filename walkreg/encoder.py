@@ -269,13 +269,12 @@ class CRWEncoder(
 
     # -- serialisation ------------------------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
-        """Write ``model.safetensors`` through a temporary name, so an interrupted save leaves no half file."""
+        """Write ``model.safetensors`` through a unique temporary name, so an interrupted save leaves no half file."""
         from safetensors.torch import save_model
 
-        target = Path(save_directory) / WEIGHTS_NAME
-        tmp = target.with_name(target.name + ".tmp")
-        save_model(self, str(tmp))
-        os.replace(tmp, target)
+        from walkreg.atomic import replace_atomically
+
+        replace_atomically(Path(save_directory) / WEIGHTS_NAME, lambda tmp: save_model(self, str(tmp)))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike | None = None, **kwargs) -> CRWEncoder:

@@ -18,33 +18,27 @@ Frames stream from disk, so memory depends on the context length and frame size,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import itertools
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from walkreg.atomic import fill_new_directory
-from walkreg.baselines import lab_features, random_encoder
-from walkreg.encoder import CRWEncoder
 from walkreg.metrics import Statistics, f_measure, jaccard, summarize
 from walkreg.progress import progress
 from walkreg.propagation import PropagationConfig, propagate
-from walkreg.video import IMAGE_SUFFIXES, davis_sequences, iter_frames, read_annotation, write_annotation
+from walkreg.video import IMAGE_SUFFIXES, iter_frames, read_annotation, write_annotation
 
 
 VOID_ID = 255
-BASELINES = ("lab", "random-resnet18", "random-resnet18-small")
 FeatureExtractor = Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]]  # (3, H, W) frames -> (1, C, h, w)
 
 
@@ -179,7 +173,7 @@ def evaluate_sequence(
     Args:
         root: DAVIS root holding ``JPEGImages/<resolution>/<name>/`` and ``Annotations/<resolution>/<name>/``.
         extractor: maps an iterable of ``(3, H, W)`` frames in [0, 1] to ``(1, C, h, w)`` unit-norm features,
-            e.g. ``encoder.iter_features`` or :func:`walkreg.baselines.lab_features`.
+            e.g. the ``iter_features`` of :func:`walkreg.features.create_features`'s result.
         out_dir: where to write ``<frame>.png`` predictions (DAVIS palette), or ``None``.
         config: propagation hyper-parameters (default: the paper's DAVIS protocol).
         void: ``"ignore"`` (void pixels are not scored) or ``"background"`` (as davis2017-evaluation scores them).
@@ -289,100 +283,3 @@ def results_table(results: list[MethodResult]) -> str:
         lines.append(f"{result.method:<22} {'MEAN':<20} {count:>3} {100 * result.jf_mean:>6.1f} "
                      f"{100 * result.j_mean:>6.1f} {100 * result.f_mean:>6.1f} {result.seconds_per_frame:>8.3f}")
     return "\n".join(lines)
-
-
-# -- command line -----------------------------------------------------------------------------------------------------
-
-def _methods(args: argparse.Namespace) -> list[tuple[str, FeatureExtractor, dict]]:
-    """(name, feature extractor, description) for ``--encoder`` and every ``--baselines`` entry."""
-    device = torch.device(args.device)
-    methods = []
-
-    def encoder_method(encoder: CRWEncoder) -> FeatureExtractor:
-        encoder = encoder.to(device)
-        return lambda frames: encoder.iter_features(frames, chunk_size=args.chunk_size)
-
-    if args.encoder:
-        encoder = CRWEncoder.from_pretrained(None if args.encoder == "default" else args.encoder)
-        methods.append(("encoder", encoder_method(encoder), {"encoder": str(args.encoder), "arch": encoder.arch}))
-    for name in dict.fromkeys(args.baselines):
-        if name == "lab":
-            methods.append((name, lambda frames: lab_features(f.to(device) for f in frames), {"features": "lab"}))
-        else:
-            arch = name.removeprefix("random-")
-            methods.append((name, encoder_method(random_encoder(arch, args.seed)), {"arch": arch, "seed": args.seed}))
-    return methods
-
-
-def run(args: argparse.Namespace) -> int:
-    """``walkreg eval-davis``: propagate, write predictions, score, print the table, write CSV and JSON."""
-    if not args.encoder and not args.baselines:
-        raise ValueError("Nothing to evaluate: pass `--encoder DIR` and/or `--baselines` (one or more of "
-                         f"{', '.join(BASELINES)}).")
-    if args.chunk_size < 1:
-        raise ValueError(f"`--chunk-size` must be >= 1, but is {args.chunk_size}.")
-    config = PropagationConfig(num_context=args.num_context, top_k=args.top_k, radius=args.radius,
-                               temperature=args.temperature, implementation=args.implementation)
-    available = davis_sequences(args.davis_root, args.resolution)
-    sequences = args.sequences or available
-    unknown = [s for s in sequences if s not in available]
-    if unknown:
-        raise ValueError(f"`--sequences` must name sequences of {args.davis_root} ({', '.join(available)}), "
-                         f"but got {', '.join(unknown)}.")
-    methods = _methods(args)
-    out = Path(args.out)
-
-    def write(tmp: Path) -> tuple[list[MethodResult], dict]:
-        results = []
-        for name, extractor, _ in methods:
-            result = MethodResult(name)
-            for seq in sequences:
-                result.sequences.append(evaluate_sequence(
-                    args.davis_root, seq, extractor, tmp / name / seq, args.resolution, config, args.void,
-                    desc=f"{name} {seq}"))
-            results.append(result)
-        report = {
-            "davis_root": str(args.davis_root), "resolution": args.resolution, "sequences": sequences,
-            "protocol": asdict(config), "void": args.void, "device": args.device, "peak_rss_mb": peak_rss_mb(),
-            "methods": {name: {**info, **r.to_dict()} for (name, _, info), r in zip(methods, results, strict=True)},
-        }
-        (tmp / "results.csv").write_text(results_csv(results))
-        (tmp / "results.json").write_text(json.dumps(report, indent=2))
-        return results, report
-
-    results, report = fill_new_directory(out, write, "`--out`")
-    rss = report["peak_rss_mb"]
-    where = f"predictions, results.csv and results.json in {out}"
-    sys.stdout.write(results_table(results) + "\n" + (f"peak RSS {rss:.0f} MiB; {where}" if rss is not None else where) + "\n")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """Add ``walkreg eval-davis`` to the CLI."""
-    parser = subparsers.add_parser(
-        "eval-davis",
-        help="DAVIS label propagation scored with J and F (the CRW paper's protocol)",
-        description="Propagate each sequence's first-frame masks with an encoder's features and/or baselines, "
-        "write DAVIS palette PNGs to OUT/<method>/<sequence>/, and score J (region IoU) and F (boundary) as "
-        "davis2017-evaluation does. Prints a table and writes OUT/results.csv and OUT/results.json.",
-    )
-    parser.add_argument("--davis-root", required=True, type=Path, help="folder with JPEGImages/ and Annotations/")
-    parser.add_argument("--out", required=True, type=Path, help="new or empty output directory")
-    parser.add_argument("--encoder", help="encoder directory (CRWEncoder.save_pretrained / convert-crw), or 'default' "
-                        "for the bundled encoder")
-    parser.add_argument("--baselines", nargs="+", default=[], choices=BASELINES, metavar="NAME",
-                        help=f"baselines to evaluate beside the encoder: {', '.join(BASELINES)}")
-    parser.add_argument("--sequences", nargs="+", metavar="SEQ", help="sequences to evaluate (default: all)")
-    parser.add_argument("--resolution", default="480p", help="resolution folder name (default: 480p)")
-    parser.add_argument("--num-context", type=int, default=20, help="previous frames in the context (default: 20)")
-    parser.add_argument("--top-k", type=int, default=10, help="neighbours per cell, joint over the context (10)")
-    parser.add_argument("--radius", type=float, default=12.0, help="context radius in feature cells (12)")
-    parser.add_argument("--temperature", type=float, default=0.05, help="softmax temperature (0.05)")
-    parser.add_argument("--implementation", default="auto", choices=("auto", "windowed", "dense"),
-                        help="propagation implementation (default: auto)")
-    parser.add_argument("--void", default="ignore", choices=("ignore", "background"),
-                        help="score void pixels (255) as ignored (default) or as background (davis2017-evaluation)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random-init baselines (default: 0)")
-    parser.add_argument("--chunk-size", type=int, default=4, help="frames per encoder forward pass (default: 4)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    parser.set_defaults(func=run)

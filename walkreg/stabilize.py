@@ -21,31 +21,15 @@ Working on the residual rather than on colours keeps real lighting changes of th
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from walkreg.progress import progress
-from walkreg.scoring import (
-    STRIDE,
-    ScoreConfig,
-    carry,
-    check_pair,
-    dis_flow,
-    flow_visibility,
-    home_mass,
-    load_encoder,
-    pad_to_cells,
-    walk_step,
-    warp,
-)
-from walkreg.video import iter_frames, probe_video, write_video
+from walkreg.cells import STRIDE, cell_means, upsample_cells
+from walkreg.flow import dis_flow, flow_visibility, warp
+from walkreg.walks import WalkConfig, round_trip_confidence
 
 
 METHODS = ("crw", "flow", "ema")
@@ -67,7 +51,7 @@ class StabilizeConfig:
     method: str = "crw"
     strength: float = 0.8
     full_confidence: float = 0.3
-    walk: ScoreConfig | None = None
+    walk: WalkConfig = field(default_factory=lambda: WalkConfig(temperature=0.02, home_radius=2.5))
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -76,34 +60,21 @@ class StabilizeConfig:
             raise ValueError(f"`strength` must be in [0, 1), but is {self.strength}.")
         if not 0 < self.full_confidence <= 1:
             raise ValueError(f"`full_confidence` must be in (0, 1], but is {self.full_confidence}.")
-        self.walk = self.walk or ScoreConfig(temperature=0.02, home_radius=2.5)
-
-
-def low_band(frame: torch.Tensor) -> torch.Tensor:
-    """``(3, H, W)`` -> ``(1, 3, ceil(H/8), ceil(W/8))`` mean colour of every 8x8 cell."""
-    return F.avg_pool2d(pad_to_cells(frame[None]), STRIDE)
-
-
-def upsample(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(1, 3, h, w)`` cell values -> ``(3, H, W)`` smooth image (bilinear from the cell centres)."""
-    h, w = cells.shape[-2:]
-    full = F.interpolate(cells, size=(h * STRIDE, w * STRIDE), mode="bilinear", align_corners=False)
-    return full[0, :, : size[0], : size[1]]
 
 
 class _CRWCarrier:
-    def __init__(self, config: ScoreConfig, full_confidence: float):
+    def __init__(self, config: WalkConfig, full_confidence: float):
         self.config, self.full_confidence, self.previous = config, full_confidence, None
 
     def start(self, source: torch.Tensor, feats: torch.Tensor) -> None:
         self.previous = feats
 
     def step(self, source: torch.Tensor, feats: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        back, there = walk_step(feats, self.previous, self.config), walk_step(self.previous, feats, self.config)
+        back, there = self.config.step(feats, self.previous), self.config.step(self.previous, feats)
         self.previous = feats
-        confidence = home_mass([back], [there], feats.shape[-1], self.config.home_radius) / self.full_confidence
-        carried = carry(back, residual)
-        return carried.view_as(residual), confidence.clamp(0, 1).view(1, 1, *residual.shape[-2:])
+        confidence = round_trip_confidence(back, there, feats.shape[-1], self.config.home_radius, self.full_confidence)
+        carried = back.apply(residual.flatten(2))
+        return carried.view_as(residual), confidence.view(1, 1, *residual.shape[-2:])
 
 
 class _FlowCarrier:
@@ -113,9 +84,9 @@ class _FlowCarrier:
     def step(self, source: torch.Tensor, feats: None, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         backward, forward = dis_flow(source, self.previous), dis_flow(self.previous, source)
         self.previous = source
-        visible = flow_visibility(backward, forward).float()[None, None]
-        cells_flow = F.avg_pool2d(pad_to_cells(backward[None]), STRIDE)[0] / STRIDE
-        return warp(residual[0], cells_flow)[None], F.avg_pool2d(pad_to_cells(visible), STRIDE)
+        visible = flow_visibility(backward, forward).float()[None]
+        cells_flow = cell_means(backward)[0] / STRIDE
+        return warp(residual[0], cells_flow)[None], cell_means(visible[0])
 
 
 class _StillCarrier:
@@ -168,7 +139,7 @@ def stabilize(
     Args:
         source: ``(3, H, W)`` source frames in [0, 1] (an iterable or a ``(T, 3, H, W)`` tensor).
         edited: the edited frames, same length and size.
-        encoder: anything with ``iter_features`` (:class:`walkreg.CRWEncoder`, ``PixelFeatures``); needed for ``"crw"``.
+        encoder: anything with ``iter_features`` (see :func:`walkreg.features.create_features`); needed for ``"crw"``.
         config: :class:`StabilizeConfig`.
 
     Yields:
@@ -180,7 +151,7 @@ def stabilize(
     carrier = {"crw": lambda: _CRWCarrier(cfg.walk, cfg.full_confidence), "flow": _FlowCarrier, "ema": _StillCarrier}[cfg.method]()
     state = None
     for src, edit, feats in _with_features(_pairs(source, edited), encoder if cfg.method == "crw" else None):
-        residual = low_band(edit) - low_band(src)
+        residual = cell_means(edit) - cell_means(src)
         if state is None:
             carrier.start(src, feats)
             state = residual
@@ -189,35 +160,4 @@ def stabilize(
         carried, confidence = carrier.step(src, feats, state)
         blend = cfg.strength * confidence
         state = blend * carried + (1 - blend) * residual
-        yield (edit + upsample(state - residual, edit.shape[-2:])).clamp(0, 1)
-
-
-def run(args: argparse.Namespace) -> int:
-    config = StabilizeConfig(method=args.method, strength=args.strength)
-    num_frames = check_pair(args.edited, args.source)
-    if num_frames == 1:
-        raise ValueError(f"`--edited` {args.edited!r} has 1 frame; stabilising needs at least 2.")
-    if Path(args.out).suffix.lower() != ".mp4":
-        raise ValueError(f"`--out` must be an .mp4 file, but is {args.out!r}.")
-    encoder = load_encoder(args.encoder) if config.method == "crw" else None
-    fps = probe_video(args.edited).fps or args.fps
-    frames = stabilize(iter_frames(args.source), iter_frames(args.edited), encoder, config)
-    write_video(args.out, progress(frames, desc=f"stabilize ({config.method})", total=num_frames), fps=fps)
-    sys.stdout.write(f"wrote {args.out}\n")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "stabilize", help="remove flicker from a frame-by-frame edit along the source motion",
-        description="Carry the edit's low frequencies along the source clip's correspondences (CRW walks with "
-        "forward-backward confidence by default) and keep each frame's high frequencies.",
-    )
-    parser.add_argument("--source", required=True, help="the unedited clip (video file or frame folder)")
-    parser.add_argument("--edited", required=True, help="the per-frame edit (same length, size and frame rate)")
-    parser.add_argument("--out", required=True, help="output .mp4 (written atomically)")
-    parser.add_argument("--encoder", default="default", help="encoder directory, or 'default' (bundled), 'random', 'random-small', 'pixels' (default: default)")
-    parser.add_argument("--method", choices=METHODS, default="crw", help="crw (default), or the baselines flow (DIS optical flow) and ema")
-    parser.add_argument("--strength", type=float, default=0.8, help="weight of the carried low band, in [0, 1) (default 0.8)")
-    parser.add_argument("--fps", type=float, default=24.0, help="frame rate when the edit is a frame folder (default 24)")
-    parser.set_defaults(func=run)
+        yield (edit + upsample_cells(state - residual, edit.shape[-2:])).clamp(0, 1)

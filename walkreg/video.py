@@ -312,3 +312,21 @@ def read_davis_sequence(root: str | os.PathLike, name: str, resolution: str = "4
     if masks.is_dir():
         annotations = np.stack([read_annotation(p) for p in sorted(masks.glob("*.png"))])
     return DavisSequence(name, frames, annotations)
+
+
+def check_clip_pair(edited: str | os.PathLike, source: str | os.PathLike | None) -> int | None:
+    """Probe both clips and raise ``ValueError`` unless their frame counts, sizes and frame rates agree.
+
+    Returns the frame count the containers declare (``None`` where one does not say).
+    """
+    info = probe_video(edited)
+    if source is None:
+        return info.num_frames or None
+    src = probe_video(source)
+    if (src.height, src.width) != (info.height, info.width):
+        raise ValueError(f"`--source` is {src.width}x{src.height} but `edited` is {info.width}x{info.height}; both must have the same size.")
+    if src.num_frames and info.num_frames and src.num_frames != info.num_frames:
+        raise ValueError(f"`--source` has {src.num_frames} frames but `edited` has {info.num_frames}; both must have the same length.")
+    if src.fps and info.fps and abs(src.fps - info.fps) > 1e-3 * src.fps:
+        raise ValueError(f"`--source` runs at {src.fps:g} fps but `edited` at {info.fps:g} fps; both must have the same frame rate.")
+    return info.num_frames or src.num_frames or None

@@ -1,0 +1,29 @@
+"""Arguments that several commands share, spelled and explained once."""
+
+from __future__ import annotations
+
+import argparse
+
+
+ENCODER_HELP = (
+    "features to walk on: an encoder directory (CRWEncoder.save_pretrained or walkreg convert-crw), 'default' (the "
+    "encoder bundled with walkreg), 'random-resnet18' or 'random-resnet18-small' (untrained, seed 0), 'lab' (raw "
+    "Lab pixels of each 8x8 cell) or 'rgb' (raw RGB pixels of each cell, mean-centred) (default: %(default)s)"
+)
+
+
+def add_encoder_argument(parser: argparse.ArgumentParser, default: str | None = "default") -> None:
+    """``--encoder NAME_OR_DIR``, resolved by :func:`walkreg.features.create_features`."""
+    parser.add_argument("--encoder", default=default, metavar="NAME_OR_DIR", help=ENCODER_HELP)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``: a torch device; the default is the first CUDA GPU when there is one, else the CPU."""
+    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)")
+
+
+def resolve_device(name: str | None):
+    """The torch device ``--device`` names (see :func:`add_device_argument`)."""
+    import torch
+
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))

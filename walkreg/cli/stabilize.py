@@ -1,0 +1,48 @@
+"""``walkreg stabilize``: remove flicker from a frame-by-frame edit along the source clip's motion."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from walkreg import atomic
+from walkreg.cli.common import add_encoder_argument
+from walkreg.features import create_features
+from walkreg.progress import progress
+from walkreg.stabilize import METHODS, StabilizeConfig, stabilize
+from walkreg.video import check_clip_pair, iter_frames, probe_video, write_video
+
+
+DESCRIPTION = (
+    "Carry the edit's low frequencies along the source clip's correspondences (CRW walks with forward-backward "
+    "confidence by default) and keep each frame's high frequencies. --out is written atomically, replaces an "
+    "existing file of the same name, and may not be an input."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = StabilizeConfig()
+    parser.add_argument("--source", required=True, help="the unedited clip, a video file or frame folder (required)")
+    parser.add_argument("--edited", required=True, help="the per-frame edit, same length, size and frame rate as --source (required)")
+    parser.add_argument("--out", required=True, help="the stabilised video to write, an .mp4 file (required)")
+    add_encoder_argument(parser)
+    parser.add_argument("--method", choices=METHODS, default=defaults.method, help="what carries the edit from frame to frame: crw (the encoder's walks), or the baselines flow (DIS optical flow) and ema (no motion) (default: %(default)s)")
+    parser.add_argument("--strength", type=float, default=defaults.strength, help="weight of the carried low band where the correspondence is confident, in [0, 1); higher is steadier (default: %(default)s)")
+    parser.add_argument("--fps", type=float, default=24.0, help="frame rate of the output when the edit is a frame folder (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = StabilizeConfig(method=args.method, strength=args.strength)
+    if Path(args.out).suffix.lower() != ".mp4":
+        raise ValueError(f"`--out` must be an .mp4 file, but is {args.out!r}.")
+    atomic.check_outputs_differ({"--out": args.out}, {"--source": args.source, "--edited": args.edited})
+    num_frames = check_clip_pair(args.edited, args.source)
+    if num_frames == 1:
+        raise ValueError(f"`--edited` {args.edited!r} has 1 frame; stabilising needs at least 2.")
+    encoder = create_features(args.encoder) if config.method == "crw" else None
+    fps = probe_video(args.edited).fps or args.fps
+    frames = stabilize(iter_frames(args.source), iter_frames(args.edited), encoder, config)
+    write_video(args.out, progress(frames, desc=f"stabilize ({config.method})", total=num_frames), fps=fps)
+    sys.stdout.write(f"wrote {args.out}\n")
+    return 0

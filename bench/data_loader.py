@@ -51,12 +51,21 @@ def main() -> None:
     first = None
     settings = [(clips, False) for clips in args.clips_per_video] + [(args.clips_per_video[-1], True)]
     for clips, preload in settings:
-        config = TrainConfig(data=[args.data], node_mode=args.node_mode, clips_per_video=clips, batch_size=args.batch_size,
-                             num_workers=args.workers, preload_frames=preload, report_to="none")
+        config = TrainConfig(
+            data=[args.data],
+            node_mode=args.node_mode,
+            clips_per_video=clips,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            preload_frames=preload,
+            report_to="none",
+        )
         rate, epochs = clips_per_second(config, args.batches)
         first = first or rate
-        print(f"clips_per_video={clips:5d} {'preloaded' if preload else 'decoded  '}: {rate:6.1f} clips/s over "
-              f"{args.batches} batches, {epochs} epochs ({rate / first:.2f}x the first setting)")
+        print(
+            f"clips_per_video={clips:5d} {'preloaded' if preload else 'decoded  '}: {rate:6.1f} clips/s over "
+            f"{args.batches} batches, {epochs} epochs ({rate / first:.2f}x the first setting)"
+        )
 
 
 if __name__ == "__main__":

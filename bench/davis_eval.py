@@ -37,11 +37,20 @@ def worker(args: argparse.Namespace) -> None:
     extractor = create_features(args.features).iter_features
     config = PropagationConfig(implementation=args.worker)
     result = evaluate_sequence(args.davis_root, args.sequence, extractor, args.out, "480p", config)
-    print(json.dumps({
-        "implementation": args.worker, "frames": result.num_frames, "seconds": result.seconds,
-        "feature_seconds": result.feature_seconds, "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(),
-        "J": result.j_mean, "F": result.f_mean,
-    }))
+    print(
+        json.dumps(
+            {
+                "implementation": args.worker,
+                "frames": result.num_frames,
+                "seconds": result.seconds,
+                "feature_seconds": result.feature_seconds,
+                "peak_rss_mb": peak_rss_mb(),
+                "threads": torch.get_num_threads(),
+                "J": result.j_mean,
+                "F": result.f_mean,
+            }
+        )
+    )
 
 
 def link_first_frames(source: Path, sequence: str, frames: int, target: Path) -> None:
@@ -49,7 +58,9 @@ def link_first_frames(source: Path, sequence: str, frames: int, target: Path) ->
     for kind, suffix in (("JPEGImages", ".jpg"), ("Annotations", ".png")):
         files = sorted((source / kind / "480p" / sequence).glob(f"*{suffix}"))[:frames]
         if len(files) < frames:
-            raise SystemExit(f"{source / kind / '480p' / sequence} has {len(files)} files, fewer than --frames {frames}")
+            raise SystemExit(
+                f"{source / kind / '480p' / sequence} has {len(files)} files, fewer than --frames {frames}"
+            )
         folder = target / kind / "480p" / sequence
         folder.mkdir(parents=True)
         for file in files:
@@ -58,10 +69,14 @@ def link_first_frames(source: Path, sequence: str, frames: int, target: Path) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--davis-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "davis")
+    parser.add_argument(
+        "--davis-root", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "davis"
+    )
     parser.add_argument("--sequence", default="blackswan")
     parser.add_argument("--frames", type=int, default=8, help="first frames of the sequence to use (>= 3)")
-    parser.add_argument("--features", default="random-resnet18", choices=("lab", "random-resnet18", "random-resnet18-small"))
+    parser.add_argument(
+        "--features", default="random-resnet18", choices=("lab", "random-resnet18", "random-resnet18-small")
+    )
     parser.add_argument("--worker", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -74,24 +89,44 @@ def main() -> None:
         link_first_frames(args.davis_root, args.sequence, args.frames, tmp / "davis")
         rows = []
         for impl in IMPLEMENTATIONS:
-            command = [sys.executable, __file__, "--worker", impl, "--davis-root", str(tmp / "davis"), "--sequence",
-                       args.sequence, "--features", args.features, "--out", str(tmp / impl)]
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                impl,
+                "--davis-root",
+                str(tmp / "davis"),
+                "--sequence",
+                args.sequence,
+                "--features",
+                args.features,
+                "--out",
+                str(tmp / impl),
+            ]
             env = {**os.environ, "WALKREG_NO_PROGRESS": "1"}
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
             if done.returncode:
                 raise SystemExit(f"{impl} worker failed:\n{done.stderr}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         names = sorted(p.name for p in (tmp / "windowed").iterdir())[1:]
-        same = np.mean([np.mean(read_annotation(tmp / "windowed" / n) == read_annotation(tmp / "dense" / n)) for n in names])
+        same = np.mean(
+            [np.mean(read_annotation(tmp / "windowed" / n) == read_annotation(tmp / "dense" / n)) for n in names]
+        )
 
-    print(f"DAVIS {args.sequence}, first {args.frames} frames at 480p, features {args.features}, "
-          f"paper protocol (context 1 + 20, top-10, radius 12, temperature 0.05); {rows[0]['threads']} torch threads")
-    print(f"{'implementation':<15} {'s/frame':>8} {'feat s/frame':>13} {'prop+score s/frame':>19} {'peak RSS MiB':>13} {'J':>6} {'F':>6}")
+    print(
+        f"DAVIS {args.sequence}, first {args.frames} frames at 480p, features {args.features}, "
+        f"paper protocol (context 1 + 20, top-10, radius 12, temperature 0.05); {rows[0]['threads']} torch threads"
+    )
+    print(
+        f"{'implementation':<15} {'s/frame':>8} {'feat s/frame':>13} {'prop+score s/frame':>19} {'peak RSS MiB':>13} {'J':>6} {'F':>6}"
+    )
     for row in rows:
         per_frame = row["seconds"] / row["frames"]
         features = row["feature_seconds"] / row["frames"]
-        print(f"{row['implementation']:<15} {per_frame:>8.2f} {features:>13.2f} {per_frame - features:>19.2f} "
-              f"{row['peak_rss_mb']:>13.0f} {100 * row['J']:>6.1f} {100 * row['F']:>6.1f}")
+        print(
+            f"{row['implementation']:<15} {per_frame:>8.2f} {features:>13.2f} {per_frame - features:>19.2f} "
+            f"{row['peak_rss_mb']:>13.0f} {100 * row['J']:>6.1f} {100 * row['F']:>6.1f}"
+        )
     print(f"predicted pixels identical between the two: {100 * same:.3f}%")
 
 

@@ -39,14 +39,25 @@ from walkreg.video import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SD15_UNET = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2, "block_out_channels": (320, 640, 1280, 1280),
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
     "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 768, "attention_head_dim": 8,
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
 }
 SD15_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "block_out_channels": (128, 256, 512, 512),
-    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4, "sample_size": 256,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (128, 256, 512, 512),
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "sample_size": 256,
 }
 
 
@@ -77,13 +88,17 @@ def main() -> None:
     frames = source_clip(8)
     encoder = CRWEncoder("resnet18").eval()
     unet = UNet2DConditionModel(**SD15_UNET).eval()
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1
+    )
     scheduler.set_timesteps(30)
     pipeline = SimpleNamespace(scheduler=scheduler, num_timesteps=30)  # the callback reads only these
     latents = torch.randn(8, 4, 32, 32)
     embeds = torch.randn(16, 77, 768)
     t = scheduler.timesteps[10]
-    print(f"torch threads {torch.get_num_threads()}; UNet parameters {sum(p.numel() for p in unet.parameters()) / 1e6:.0f}M")
+    print(
+        f"torch threads {torch.get_num_threads()}; UNet parameters {sum(p.numel() for p in unet.parameters()) / 1e6:.0f}M"
+    )
 
     unet_s, noise = timed(lambda: unet(torch.cat([latents] * 2), t, encoder_hidden_states=embeds).sample, args.repeats)
     uncond, cond = noise.chunk(2)
@@ -113,14 +128,18 @@ def main() -> None:
     print(f"UNet step (batch 16, 32x32 latents):        {unet_s * 1000:9.1f} ms")
     print(f"scheduler step, plain:                      {plain_s * 1000:9.2f} ms")
     print(f"scheduler step + tap + WalkRegCallback:     {walkreg_s * 1000:9.2f} ms")
-    print(f"walkreg added per step:                     {added * 1000:9.2f} ms = {100 * added / unet_s:.2f} % of the UNet step (target <= 10 %)")
+    print(
+        f"walkreg added per step:                     {added * 1000:9.2f} ms = {100 * added / unet_s:.2f} % of the UNet step (target <= 10 %)"
+    )
     print(f"source correspondences (once per video):    {corr_s * 1000:9.1f} ms = {corr_s / unet_s:.2f} UNet steps")
 
     if args.guidance:
         vae = AutoencoderKL(**SD15_VAE).eval()
         guidance = WalkBackGuidance(weight=0.05, latent_layout="FCHW", cache=cache)
         guide_s, _ = timed(lambda: guidance.step(SimpleNamespace(vae=vae, scheduler=scheduler), latents), 1)
-        print(f"WalkBackGuidance step (VAE decode + CRW, fwd + bwd): {guide_s * 1000:9.1f} ms = {guide_s / unet_s:.2f} UNet steps")
+        print(
+            f"WalkBackGuidance step (VAE decode + CRW, fwd + bwd): {guide_s * 1000:9.1f} ms = {guide_s / unet_s:.2f} UNet steps"
+        )
 
     print("\ncached transitions (32x32 latent grid, top-k 10):")
     print(f"{'frames':>7} {'MiB':>9} {'KiB/frame':>10} {'build s':>8}")

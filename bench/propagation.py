@@ -40,7 +40,9 @@ def load_inputs(args) -> tuple[torch.Tensor, torch.Tensor]:
     if not (root / "JPEGImages" / resolution / args.sequence).is_dir():
         root, resolution = ROOT / "tests" / "fixtures" / "davis", "240p"
     frames = read_video(root / "JPEGImages" / resolution / args.sequence, max_frames=args.frames + 1)
-    mask = torch.from_numpy(read_annotation(sorted((root / "Annotations" / resolution / args.sequence).glob("*.png"))[0]))
+    mask = torch.from_numpy(
+        read_annotation(sorted((root / "Annotations" / resolution / args.sequence).glob("*.png"))[0])
+    )
     frames = F.interpolate(frames, size=SIZE, mode="bilinear", align_corners=False).clamp(0, 1)
     mask = F.interpolate(mask[None, None].float(), size=SIZE, mode="nearest")[0, 0].long()
     return frames, mask
@@ -68,7 +70,12 @@ def worker(args) -> None:
             outputs.append(out)
             start = time.perf_counter()
     torch.save(torch.cat(outputs), args.out)
-    result = {"sec_per_frame": sum(times) / len(times), "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before, "grid": [h, w]}
+    result = {
+        "sec_per_frame": sum(times) / len(times),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": before,
+        "grid": [h, w],
+    }
     Path(args.out).with_suffix(".json").write_text(json.dumps(result))
 
 
@@ -87,22 +94,40 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for impl in ("windowed", "dense"):
             out = Path(tmp) / f"{impl}.pt"
-            cmd = [sys.executable, __file__, "--worker", impl, "--out", str(out), "--frames", str(args.frames),
-                   "--davis-root", args.davis_root, "--sequence", args.sequence]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                impl,
+                "--out",
+                str(out),
+                "--frames",
+                str(args.frames),
+                "--davis-root",
+                args.davis_root,
+                "--sequence",
+                args.sequence,
+            ]
             subprocess.run(cmd, check=True)
             results[impl] = json.loads(out.with_suffix(".json").read_text())
             outputs[impl] = torch.load(out)
     win, den = results["windowed"], results["dense"]
     diff = (outputs["windowed"] - outputs["dense"]).abs().max().item()
     same_argmax = (outputs["windowed"].argmax(1) == outputs["dense"].argmax(1)).float().mean().item()
-    print(f"clip: {args.sequence}, {args.frames} target frames at {SIZE[0]}x{SIZE[1]}, grid {win['grid']}, "
-          f"ResNet-18 layer3 (256 ch), context 1+20, top-k 10, radius 12, torch threads {torch.get_num_threads()}")
+    print(
+        f"clip: {args.sequence}, {args.frames} target frames at {SIZE[0]}x{SIZE[1]}, grid {win['grid']}, "
+        f"ResNet-18 layer3 (256 ch), context 1+20, top-k 10, radius 12, torch threads {torch.get_num_threads()}"
+    )
     print(f"{'implementation':<15}{'s/frame':>10}{'peak RSS MB':>14}{'RSS before MB':>15}{'added MB':>10}")
     for name, r in results.items():
-        print(f"{name:<15}{r['sec_per_frame']:>10.3f}{r['peak_rss_mb']:>14.0f}{r['rss_before_mb']:>15.0f}"
-              f"{r['peak_rss_mb'] - r['rss_before_mb']:>10.0f}")
-    print(f"speed-up windowed vs dense: {den['sec_per_frame'] / win['sec_per_frame']:.2f}x; "
-          f"max |difference| {diff:.2e}; same argmax label on {same_argmax:.4%} of cells")
+        print(
+            f"{name:<15}{r['sec_per_frame']:>10.3f}{r['peak_rss_mb']:>14.0f}{r['rss_before_mb']:>15.0f}"
+            f"{r['peak_rss_mb'] - r['rss_before_mb']:>10.0f}"
+        )
+    print(
+        f"speed-up windowed vs dense: {den['sec_per_frame'] / win['sec_per_frame']:.2f}x; "
+        f"max |difference| {diff:.2e}; same argmax label on {same_argmax:.4%} of cells"
+    )
 
 
 if __name__ == "__main__":

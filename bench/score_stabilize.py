@@ -37,7 +37,11 @@ print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RU
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clip", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "cups.mp4"), help="a 480p clip")
+    parser.add_argument(
+        "--clip",
+        default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "cups.mp4"),
+        help="a 480p clip",
+    )
     parser.add_argument("--encoder", default="random-resnet18-small")
     parser.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
@@ -49,12 +53,18 @@ def main():
     for task in args.tasks:
         for frames in args.lengths:
             wall = time.perf_counter()
-            result = subprocess.run([sys.executable, "-c", CHILD, task, args.clip, str(frames), args.encoder, str(args.threads)],
-                                    capture_output=True, text=True, env={"WALKREG_NO_PROGRESS": "1", "PATH": ""})
+            result = subprocess.run(
+                [sys.executable, "-c", CHILD, task, args.clip, str(frames), args.encoder, str(args.threads)],
+                capture_output=True,
+                text=True,
+                env={"WALKREG_NO_PROGRESS": "1", "PATH": ""},
+            )
             if result.returncode:
                 raise SystemExit(result.stderr.strip().splitlines()[-1])
             r = json.loads(result.stdout.strip().splitlines()[-1])
-            print(f"| {task} | {frames} | {r['seconds']:.1f} | {frames / r['seconds']:.2f} | {r['peak_mib']:.0f} |  (wall {time.perf_counter() - wall:.0f} s)")
+            print(
+                f"| {task} | {frames} | {r['seconds']:.1f} | {frames / r['seconds']:.2f} | {r['peak_mib']:.0f} |  (wall {time.perf_counter() - wall:.0f} s)"
+            )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ SHARED = ROOT.parent / "shared" / "data"
 def source_images() -> tuple[list[Path], list[Path]]:
     """(backgrounds, textures): first frames of sequences the encoder never saw in training."""
     if SHARED.is_dir():
-        backgrounds = [SHARED / f"davis/JPEGImages/480p/{s}/00000.jpg" for s in ("blackswan", "car-roundabout", "dance-twirl")]
+        backgrounds = [
+            SHARED / f"davis/JPEGImages/480p/{s}/00000.jpg" for s in ("blackswan", "car-roundabout", "dance-twirl")
+        ]
         backgrounds.append(SHARED / "flow/sintel/training/clean/alley_2/frame_0002.png")
         textures = [SHARED / f"davis2017-sample/JPEGImages/480p/{s}/00000.jpg" for s in ("tennis", "bear")]
         textures.append(SHARED / "flow/flyingchairs/00009_img1.png")
@@ -57,13 +59,20 @@ def main() -> int:
     def render(root: Path) -> None:
         for i in range(args.sequences):
             background = read_image(backgrounds[i % len(backgrounds)])
-            shifted = textures[i % len(textures):] + textures[: i % len(textures)]
+            shifted = textures[i % len(textures) :] + textures[: i % len(textures)]
             frames, ids = synthetic_sequence(
-                background, [read_image(p) for p in shifted], num_frames=args.frames, size=tuple(args.size),
-                num_objects=args.objects, max_speed=args.max_speed, seed=args.seed + i,
+                background,
+                [read_image(p) for p in shifted],
+                num_frames=args.frames,
+                size=tuple(args.size),
+                num_objects=args.objects,
+                max_speed=args.max_speed,
+                seed=args.seed + i,
             )
             write_davis_sequence(root, f"synthetic-{i:02d}", frames, ids)
-            print(f"rendered synthetic-{i:02d}: background {backgrounds[i % len(backgrounds)].name}, {args.frames} frames")
+            print(
+                f"rendered synthetic-{i:02d}: background {backgrounds[i % len(backgrounds)].name}, {args.frames} frames"
+            )
 
     fill_new_directory(out / "data", render, "`--out`")
     command = ["eval-davis", "--davis-root", str(out / "data"), "--out", str(out / "eval"), "--encoder", args.encoder]

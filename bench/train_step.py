@@ -33,7 +33,10 @@ VARIANTS = {
     "bf16 autocast": {"bf16": True},
     "channels_last + bf16": {"channels_last": True, "bf16": True},
 }
-COMPILED = {"compile (fp32)": {"compile": True}, "channels_last + compile (fp32)": {"channels_last": True, "compile": True}}
+COMPILED = {
+    "compile (fp32)": {"compile": True},
+    "channels_last + compile (fp32)": {"channels_last": True, "compile": True},
+}
 
 
 def make_inputs(arch: str, path: Path, batch_size: int) -> None:
@@ -87,9 +90,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["resnet18", "resnet18-small", "both"], default="both")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1, help="timed batches per variant and round, after one warm-up")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="runs of every variant, in alternating order (evens out drifting machine load)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="timed batches per variant and round, after one warm-up"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="runs of every variant, in alternating order (evens out drifting machine load)",
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile on CPU)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -101,8 +110,10 @@ def main() -> None:
         return
     variants = {**VARIANTS, **(COMPILED if args.compile else {})}
     archs = ["resnet18", "resnet18-small"] if args.arch == "both" else [args.arch]
-    print(f"torch {torch.__version__}, {args.threads} threads; batch {args.batch_size} x T=4 x 49 patches 64x64; "
-          f"median over {args.rounds} rounds x {args.repeats} forward+backward passes, each process after one warm-up")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads; batch {args.batch_size} x T=4 x 49 patches 64x64; "
+        f"median over {args.rounds} rounds x {args.repeats} forward+backward passes, each process after one warm-up"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for arch in archs:
             inputs = Path(tmp) / f"{arch}.pt"
@@ -111,22 +122,40 @@ def main() -> None:
             order = list(variants)
             for round_index in range(args.rounds):
                 for name in order if round_index % 2 == 0 else order[::-1]:
-                    command = [sys.executable, __file__, "--child", json.dumps(variants[name]), "--inputs", str(inputs),
-                               "--repeats", str(args.repeats), "--threads", str(args.threads)]
+                    command = [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        json.dumps(variants[name]),
+                        "--inputs",
+                        str(inputs),
+                        "--repeats",
+                        str(args.repeats),
+                        "--threads",
+                        str(args.threads),
+                    ]
                     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
                     runs[name].append(json.loads(out.splitlines()[-1]))
             print(f"\n{arch}")
-            print(f"{'variant':32s} {'s/batch':>8s} {'speed-up':>9s} {'peak RSS GB':>12s} {'loss':>10s} {'|dloss|':>9s} "
-                  f"{'grad norm':>10s} {'1st pass s':>10s}")
+            print(
+                f"{'variant':32s} {'s/batch':>8s} {'speed-up':>9s} {'peak RSS GB':>12s} {'loss':>10s} {'|dloss|':>9s} "
+                f"{'grad norm':>10s} {'1st pass s':>10s}"
+            )
             base = None
             for name, results in runs.items():
                 seconds = statistics.median(t for r in results for t in r["times"])
-                row = {"seconds": seconds, **{k: max(r[k] for r in results) for k in ("peak_rss_gb", "first_seconds")},
-                       "loss": results[0]["loss"], "grad_norm": results[0]["grad_norm"]}
+                row = {
+                    "seconds": seconds,
+                    **{k: max(r[k] for r in results) for k in ("peak_rss_gb", "first_seconds")},
+                    "loss": results[0]["loss"],
+                    "grad_norm": results[0]["grad_norm"],
+                }
                 base = base or row
-                print(f"{name:32s} {row['seconds']:8.2f} {base['seconds'] / row['seconds']:8.2f}x {row['peak_rss_gb']:12.2f} "
-                      f"{row['loss']:10.6f} {abs(row['loss'] - base['loss']):9.2e} {row['grad_norm']:10.4f} "
-                      f"{row['first_seconds']:10.1f}")
+                print(
+                    f"{name:32s} {row['seconds']:8.2f} {base['seconds'] / row['seconds']:8.2f}x {row['peak_rss_gb']:12.2f} "
+                    f"{row['loss']:10.6f} {abs(row['loss'] - base['loss']):9.2e} {row['grad_norm']:10.4f} "
+                    f"{row['first_seconds']:10.1f}"
+                )
 
 
 if __name__ == "__main__":

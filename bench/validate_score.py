@@ -29,7 +29,12 @@ from walkreg.stabilize import METHODS, StabilizeConfig, stabilize
 from walkreg.video import read_video
 
 
-CLIPS = ["davis/JPEGImages/480p/blackswan", "davis/JPEGImages/480p/dance-twirl", "videos/cups.mp4", "videos/davis-scooter-black.mp4"]
+CLIPS = [
+    "davis/JPEGImages/480p/blackswan",
+    "davis/JPEGImages/480p/dance-twirl",
+    "videos/cups.mp4",
+    "videos/davis-scooter-black.mp4",
+]
 FAMILIES = ("colour", "brightness", "texture")
 STABILISED = ("colour 0.2", "stylised per frame")
 STRENGTHS = (0.5, 0.8, 0.9)
@@ -105,10 +110,14 @@ def source_warp_error(flows: list, frames: torch.Tensor) -> float:
 
 def own_warp_error(frames: torch.Tensor) -> float:
     """Mean DIS flow warp error of ``frames`` along their own flow (what is measurable without a source)."""
-    return sum(flow_warp_error((frames[t], frames[t + 1]), (frames[t], frames[t + 1])) for t in range(len(frames) - 1)) / (len(frames) - 1)
+    return sum(
+        flow_warp_error((frames[t], frames[t + 1]), (frames[t], frames[t + 1])) for t in range(len(frames) - 1)
+    ) / (len(frames) - 1)
 
 
-def score_table(name: str, src: torch.Tensor, flows: list, made: dict, encoder, config: ScoreConfig) -> dict[str, dict[str, float]]:
+def score_table(
+    name: str, src: torch.Tensor, flows: list, made: dict, encoder, config: ScoreConfig
+) -> dict[str, dict[str, float]]:
     """Score every edit (``walk_back`` needs no source, so one pass with the source gives all CRW scores)."""
     rows = {}
     start = time.perf_counter()
@@ -116,11 +125,15 @@ def score_table(name: str, src: torch.Tensor, flows: list, made: dict, encoder, 
         rows[label] = score_clip(edited, encoder, src, config).overall
         rows[label].update(flow_warp_error=source_warp_error(flows, edited), flow_error_own=own_warp_error(edited))
     print(f"\n## {name} ({time.perf_counter() - start:.0f} s)\n")
-    print("| edit | fidelity | fidelity error | agreement | walk_back | flow warp error (source flow) | flow warp error (edit's own flow) |")
+    print(
+        "| edit | fidelity | fidelity error | agreement | walk_back | flow warp error (source flow) | flow warp error (edit's own flow) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for label, r in rows.items():
-        print(f"| {label} | {r['fidelity']:.4f} | {r['fidelity_error']:.4f} | {r['agreement']:.4f} | {r['walk_back']:.4f} "
-              f"| {r['flow_warp_error']:.4f} | {r['flow_error_own']:.4f} |")
+        print(
+            f"| {label} | {r['fidelity']:.4f} | {r['fidelity_error']:.4f} | {r['agreement']:.4f} | {r['walk_back']:.4f} "
+            f"| {r['flow_warp_error']:.4f} | {r['flow_error_own']:.4f} |"
+        )
     print()
     for line in correlations(rows):
         print(line)
@@ -128,22 +141,28 @@ def score_table(name: str, src: torch.Tensor, flows: list, made: dict, encoder, 
         values = [rows["clean"]] + [r for k, r in rows.items() if k.startswith(family)]
         for key, sign in (("fidelity", 1), ("walk_back", 1), ("flow_warp_error", -1)):
             seq = [sign * v[key] for v in values]
-            print(f"{family}: {key} monotone in strength: {all(a > b for a, b in zip(seq, seq[1:], strict=False))} "
-                  f"{[round(sign * x, 4) for x in seq]}")
+            print(
+                f"{family}: {key} monotone in strength: {all(a > b for a, b in zip(seq, seq[1:], strict=False))} "
+                f"{[round(sign * x, 4) for x in seq]}"
+            )
     return rows
 
 
 def correlations(rows: dict) -> list[str]:
     flow = [-r["flow_warp_error"] for r in rows.values()]
     own = [-r["flow_error_own"] for r in rows.values()]
-    return [f"Spearman(fidelity, -flow warp error) = {spearman([r['fidelity'] for r in rows.values()], flow):.3f}",
-            f"Spearman(agreement, -flow warp error) = {spearman([r['agreement'] for r in rows.values()], flow):.3f}",
-            f"Spearman(walk_back, -edit's own flow warp error) = {spearman([r['walk_back'] for r in rows.values()], own):.3f}"]
+    return [
+        f"Spearman(fidelity, -flow warp error) = {spearman([r['fidelity'] for r in rows.values()], flow):.3f}",
+        f"Spearman(agreement, -flow warp error) = {spearman([r['agreement'] for r in rows.values()], flow):.3f}",
+        f"Spearman(walk_back, -edit's own flow warp error) = {spearman([r['walk_back'] for r in rows.values()], own):.3f}",
+    ]
 
 
 def stabilisation_table(src: torch.Tensor, flows: list, made: dict, encoder) -> list[dict]:
     """Stabilise each edit of ``STABILISED`` with every method at every strength (the flicker / fidelity trade-off)."""
-    print("\n| edit | method | strength | flicker: flow warp error | flicker reduction | MAE to per-frame edit | MAE to source | s |")
+    print(
+        "\n| edit | method | strength | flicker: flow warp error | flicker reduction | MAE to per-frame edit | MAE to source | s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     results = []
     for label in STABILISED:
@@ -153,13 +172,19 @@ def stabilisation_table(src: torch.Tensor, flows: list, made: dict, encoder) -> 
         for method in METHODS:
             for strength in STRENGTHS:
                 start = time.perf_counter()
-                out = torch.stack(list(stabilize(src, edited, encoder, StabilizeConfig(method=method, strength=strength))))
+                out = torch.stack(
+                    list(stabilize(src, edited, encoder, StabilizeConfig(method=method, strength=strength)))
+                )
                 seconds = time.perf_counter() - start
                 flicker = source_warp_error(flows, out)
                 fidelity = float((out - edited).abs().mean())
-                results.append({"method": method, "strength": strength, "reduction": 1 - flicker / before, "mae": fidelity})
-                print(f"| {label} | {method} | {strength} | {flicker:.4f} | {100 * (1 - flicker / before):.0f}% | {fidelity:.4f} "
-                      f"| {(out - src).abs().mean():.4f} | {seconds:.1f} |")
+                results.append(
+                    {"method": method, "strength": strength, "reduction": 1 - flicker / before, "mae": fidelity}
+                )
+                print(
+                    f"| {label} | {method} | {strength} | {flicker:.4f} | {100 * (1 - flicker / before):.0f}% | {fidelity:.4f} "
+                    f"| {(out - src).abs().mean():.4f} | {seconds:.1f} |"
+                )
     return results
 
 
@@ -171,10 +196,14 @@ def main():
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (a multiple of 4)")
     parser.add_argument("--size", type=int, nargs=2, default=(240, 427), metavar=("H", "W"))
     parser.add_argument("--sub-cells", type=int, default=ScoreConfig.sub_cells, help="ScoreConfig.sub_cells")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids thread contention on a shared CPU)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 avoids thread contention on a shared CPU)"
+    )
     args = parser.parse_args()
     if args.frames % 4:
-        parser.error(f"--frames must be a multiple of 4 (the shuffle swaps frames in blocks of 4), but is {args.frames}")
+        parser.error(
+            f"--frames must be a multiple of 4 (the shuffle swaps frames in blocks of 4), but is {args.frames}"
+        )
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = ScoreConfig(sub_cells=args.sub_cells)
@@ -196,8 +225,10 @@ def main():
     for method in METHODS:
         for strength in STRENGTHS:
             chosen = [r for r in stabilised if (r["method"], r["strength"]) == (method, strength)]
-            print(f"| {method} | {strength} | {100 * sum(r['reduction'] for r in chosen) / len(chosen):.1f}% "
-                  f"| {sum(r['mae'] for r in chosen) / len(chosen):.4f} |")
+            print(
+                f"| {method} | {strength} | {100 * sum(r['reduction'] for r in chosen) / len(chosen):.1f}% "
+                f"| {sum(r['mae'] for r in chosen) / len(chosen):.4f} |"
+            )
 
 
 if __name__ == "__main__":

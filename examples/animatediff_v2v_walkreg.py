@@ -40,15 +40,30 @@ def main() -> None:
     frames = read_video(args.source, max_frames=args.max_frames, size=tuple(args.size))
     adapter = MotionAdapter.from_pretrained(args.motion_adapter)
     pipe = AnimateDiffVideoToVideoPipeline.from_pretrained(args.model, motion_adapter=adapter).to(device)
-    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, beta_schedule="linear", clip_sample=False, steps_offset=1)
+    pipe.scheduler = DDIMScheduler.from_config(
+        pipe.scheduler.config, beta_schedule="linear", clip_sample=False, steps_offset=1
+    )
     encoder = CRWEncoder.from_pretrained(args.encoder)
     callback = WalkRegCallback(encoder, frames, weight=args.weight)
     pil = [pipe.image_processor.pt_to_numpy(f[None])[0] for f in frames]
     with callback.attach(pipe):
-        edited = pipe(video=[pipe.image_processor.numpy_to_pil(pil)], prompt=args.prompt, height=args.size[0], width=args.size[1],
-                      strength=args.strength, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(args.seed),
-                      output_type="pt", callback_on_step_end=callback,
-                      callback_on_step_end_tensor_inputs=callback.tensor_inputs).frames[0].float().cpu()
+        edited = (
+            pipe(
+                video=[pipe.image_processor.numpy_to_pil(pil)],
+                prompt=args.prompt,
+                height=args.size[0],
+                width=args.size[1],
+                strength=args.strength,
+                num_inference_steps=args.steps,
+                generator=torch.Generator().manual_seed(args.seed),
+                output_type="pt",
+                callback_on_step_end=callback,
+                callback_on_step_end_tensor_inputs=callback.tensor_inputs,
+            )
+            .frames[0]
+            .float()
+            .cpu()
+        )
     write_video(args.out, edited, fps=probe_video(args.source).fps or 24)
     print(score_clip(edited, encoder, source=frames).overall)
 

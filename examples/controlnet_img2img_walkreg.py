@@ -54,9 +54,20 @@ def main() -> None:
     callback = WalkRegCallback(encoder, frames, weight=args.weight)
     generators = [torch.Generator().manual_seed(args.seed + i) for i in range(len(frames))]
     with callback.attach(pipe):
-        edited = pipe(prompt=[args.prompt] * len(frames), image=frames, control_image=canny(frames), strength=args.strength,
-                      num_inference_steps=args.steps, generator=generators, output_type="pt",
-                      callback_on_step_end=callback).images.float().cpu()
+        edited = (
+            pipe(
+                prompt=[args.prompt] * len(frames),
+                image=frames,
+                control_image=canny(frames),
+                strength=args.strength,
+                num_inference_steps=args.steps,
+                generator=generators,
+                output_type="pt",
+                callback_on_step_end=callback,
+            )
+            .images.float()
+            .cpu()
+        )
     write_video(args.out, edited, fps=probe_video(args.source).fps or 24)
     print(score_clip(edited, encoder, source=frames).overall)
 

@@ -24,7 +24,9 @@ from walkreg.video import VideoReadError, write_video
 logger = logging.getLogger("prepare_training_footage")
 
 
-def resampled_frames(entry: VideoEntry, fps: float, short_side: int, frame_folder_fps: float) -> Iterator[torch.Tensor]:
+def resampled_frames(
+    entry: VideoEntry, fps: float, short_side: int, frame_folder_fps: float
+) -> Iterator[torch.Tensor]:
     """``(3, H, W)`` frames of ``entry`` at ``fps`` and ``short_side``; stops with a warning where decoding fails."""
     indices = source_indices(entry.num_frames, entry.fps or frame_folder_fps, fps)
     try:
@@ -52,7 +54,12 @@ def main() -> None:
         try:
             if entry.error:
                 raise VideoReadError(entry.error)
-            write_video(target, resampled_frames(entry, args.fps, args.short_side, args.frame_folder_fps), fps=args.fps, crf=args.crf)
+            write_video(
+                target,
+                resampled_frames(entry, args.fps, args.short_side, args.frame_folder_fps),
+                fps=args.fps,
+                crf=args.crf,
+            )
         except (VideoReadError, ValueError) as err:  # unreadable, or no frame decodes: nothing is written
             logger.warning("%s: left out (%s)", entry.path, err)
             continue

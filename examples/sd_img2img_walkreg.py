@@ -39,15 +39,28 @@ def main() -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     frames = read_video(args.source, max_frames=args.max_frames, size=tuple(args.size))
-    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(args.model, safety_checker=None, requires_safety_checker=False).to(device)
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
+        args.model, safety_checker=None, requires_safety_checker=False
+    ).to(device)
     encoder = CRWEncoder.from_pretrained(args.encoder)
     callback = WalkRegCallback(encoder, frames, weight=args.weight)
     guidance = WalkBackGuidance(weight=args.guidance_weight, cache=callback.cache)
 
     def edit(cb):
         generators = [torch.Generator().manual_seed(args.seed) for _ in range(len(frames))]  # same noise per frame
-        return pipe(prompt=[args.prompt] * len(frames), image=frames, strength=args.strength, num_inference_steps=args.steps,
-                    generator=generators, output_type="pt", callback_on_step_end=cb).images.float().cpu()
+        return (
+            pipe(
+                prompt=[args.prompt] * len(frames),
+                image=frames,
+                strength=args.strength,
+                num_inference_steps=args.steps,
+                generator=generators,
+                output_type="pt",
+                callback_on_step_end=cb,
+            )
+            .images.float()
+            .cpu()
+        )
 
     with callback.attach(pipe), guidance.attach(pipe):
         edited = edit(callback)

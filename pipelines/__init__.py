@@ -28,7 +28,9 @@ def __getattr__(name: str):
     except ImportError as err:
         if str(err.name or "").split(".")[0] not in ("diffusers", "transformers"):
             raise
-        raise ImportError(f"`walkreg.pipelines.{name}` requires diffusers: `pip install 'walkreg[diffusers]'` ({err}).") from err
+        raise ImportError(
+            f"`walkreg.pipelines.{name}` requires diffusers: `pip install 'walkreg[diffusers]'` ({err})."
+        ) from err
     return getattr(module, name)
 
 

@@ -77,8 +77,15 @@ class WalkRegCallback(PipelineCallback):
         check_step_range(start, end)
         # registered by hand: diffusers' @register_to_config mis-aligns positional arguments when some are ignored
         self.register_to_config(
-            weight=weight, start=start, end=end, anchor_mix=anchor_mix, temperature=temperature, top_k=top_k,
-            radius=radius, latent_layout=latent_layout, temporal_compression=temporal_compression,
+            weight=weight,
+            start=start,
+            end=end,
+            anchor_mix=anchor_mix,
+            temperature=temperature,
+            top_k=top_k,
+            radius=radius,
+            latent_layout=latent_layout,
+            temporal_compression=temporal_compression,
         )
         if cache is None:
             cache = CorrespondenceCache(encoder, source_video, CorrespondenceConfig(temperature, top_k, radius))
@@ -100,9 +107,15 @@ class WalkRegCallback(PipelineCallback):
         weight = self.config.weight
         if weight == 0:
             return callback_kwargs
-        if self._tap is None:  # not attached: use the scheduler's tap (e.g. WalkBackGuidance's) or add one until the end
+        if (
+            self._tap is None
+        ):  # not attached: use the scheduler's tap (e.g. WalkBackGuidance's) or add one until the end
             existing = getattr(pipeline.scheduler, "_walkreg_tap", None)
-            self._tap, self._lazy, self._owned = existing or SchedulerTap(pipeline.scheduler).attach(), True, existing is None
+            self._tap, self._lazy, self._owned = (
+                existing or SchedulerTap(pipeline.scheduler).attach(),
+                True,
+                existing is None,
+            )
         tap = self._tap
         record, tap.record = tap.record, None
         total = getattr(pipeline, "num_timesteps", None) or len(pipeline.scheduler.timesteps)
@@ -111,7 +124,11 @@ class WalkRegCallback(PipelineCallback):
                 tap.detach()
             self._tap = None
         latents = callback_kwargs["latents"]
-        if record is None or record.denoised.shape != latents.shape or not is_active(pipeline, step_index, self.config.start, self.config.end):
+        if (
+            record is None
+            or record.denoised.shape != latents.shape
+            or not is_active(pipeline, step_index, self.config.start, self.config.end)
+        ):
             return callback_kwargs
         layout = infer_layout(pipeline, self.config.latent_layout, self.config.temporal_compression)
         denoised = layout.to_frames(record.denoised)

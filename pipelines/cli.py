@@ -22,21 +22,60 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="the source video file or frame folder")
-    parser.add_argument("--model", required=True, help="a local diffusers model directory (model_index.json, unet/, vae/, ...) (required)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a local diffusers model directory (model_index.json, unet/, vae/, ...) (required)",
+    )
     parser.add_argument("--prompt", required=True, help="the text prompt for every frame (required)")
     parser.add_argument("--out", required=True, help="the edited video to write, an .mp4 file (required)")
-    parser.add_argument("--encoder", default=None, metavar="NAME_OR_DIR", help="the CRW encoder: a directory, 'default' (bundled), 'random-resnet18' or 'random-resnet18-small' (default: MODEL/crw_encoder if present, else the bundled encoder)")
-    parser.add_argument("--negative-prompt", default=None, help="what the edit should not show, for every frame (default: none)")
-    parser.add_argument("--strength", type=float, default=0.6, help="img2img strength in (0, 1]: how much of each frame is re-synthesised (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=30, help="denoising steps of the full schedule, before strength cuts it (default: %(default)s)")
-    parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default: %(default)s)")
-    parser.add_argument("--walkreg-weight", type=float, default=0.5, help="latent propagation weight in [0, 1]; 0 is plain img2img (default: %(default)s)")
-    parser.add_argument("--guidance-weight", type=float, default=0.0, help="step size of the walk-back guidance; costly, 0 turns it off (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of frame 0's noise; frame i uses seed + i (default: %(default)s)")
-    parser.add_argument("--size", default=None, help="resize frames to HxW, multiples of 8, e.g. 512x512 (default: the source size)")
+    parser.add_argument(
+        "--encoder",
+        default=None,
+        metavar="NAME_OR_DIR",
+        help="the CRW encoder: a directory, 'default' (bundled), 'random-resnet18' or 'random-resnet18-small' (default: MODEL/crw_encoder if present, else the bundled encoder)",
+    )
+    parser.add_argument(
+        "--negative-prompt", default=None, help="what the edit should not show, for every frame (default: none)"
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=0.6,
+        help="img2img strength in (0, 1]: how much of each frame is re-synthesised (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=30,
+        help="denoising steps of the full schedule, before strength cuts it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--walkreg-weight",
+        type=float,
+        default=0.5,
+        help="latent propagation weight in [0, 1]; 0 is plain img2img (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--guidance-weight",
+        type=float,
+        default=0.0,
+        help="step size of the walk-back guidance; costly, 0 turns it off (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of frame 0's noise; frame i uses seed + i (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--size", default=None, help="resize frames to HxW, multiples of 8, e.g. 512x512 (default: the source size)"
+    )
     parser.add_argument("--max-frames", type=int, default=None, help="edit at most this many frames (default: all)")
     parser.add_argument("--stride", type=int, default=1, help="use every N-th source frame (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=None, help="frame rate of the output (default: the source's, divided by --stride)")
+    parser.add_argument(
+        "--fps", type=float, default=None, help="frame rate of the output (default: the source's, divided by --stride)"
+    )
     add_device_argument(parser)
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file (default: none)")
 
@@ -63,7 +102,9 @@ def _load_encoder(spec: str | None, model: Path):
         spec = str(model / ENCODER_FOLDER) if (model / ENCODER_FOLDER).is_dir() else "default"
     encoder = create_features(spec)
     if not isinstance(encoder, CRWEncoder):
-        raise ValueError(f"`--encoder` must be an encoder directory, 'default' or a 'random-resnet18*' encoder, but is {spec!r}.")
+        raise ValueError(
+            f"`--encoder` must be an encoder directory, 'default' or a 'random-resnet18*' encoder, but is {spec!r}."
+        )
     return encoder
 
 
@@ -76,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
     model, out = Path(args.model), Path(args.out)
     if not (model / "model_index.json").is_file():
-        raise ValueError(f"`--model` must be a local diffusers directory with model_index.json, but {str(model)!r} is not.")
+        raise ValueError(
+            f"`--model` must be a local diffusers directory with model_index.json, but {str(model)!r} is not."
+        )
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"`--out` must end in .mp4, but is {str(out)!r}.")
     atomic.check_outputs_differ({"--out": out, "--json": args.json}, {"SOURCE": args.source})
@@ -86,22 +129,42 @@ def run(args: argparse.Namespace) -> int:
     info = probe_video(args.source)
     frames = read_video(args.source, stride=args.stride, max_frames=args.max_frames, size=size)
     if size is None and (frames.shape[-2] % 8 or frames.shape[-1] % 8):
-        raise ValueError(f"Frames of {args.source!r} are {tuple(frames.shape[-2:])}; pass `--size HxW` with multiples of 8.")
+        raise ValueError(
+            f"Frames of {args.source!r} are {tuple(frames.shape[-2:])}; pass `--size HxW` with multiples of 8."
+        )
     device = resolve_device(args.device)
     encoder = _load_encoder(args.encoder, model)
     pipe = WalkRegVideoEditPipeline.from_pretrained(model, crw_encoder=encoder).to(device)
-    pipe.set_progress_bar_config(disable=os.environ.get("WALKREG_NO_PROGRESS", "") not in ("", "0"), desc="denoising", leave=False)
+    pipe.set_progress_bar_config(
+        disable=os.environ.get("WALKREG_NO_PROGRESS", "") not in ("", "0"), desc="denoising", leave=False
+    )
     generator = [torch.Generator(device="cpu").manual_seed(args.seed + i) for i in range(frames.shape[0])]
     result = pipe(
-        video=frames, prompt=args.prompt, negative_prompt=args.negative_prompt, strength=args.strength,
-        num_inference_steps=args.steps, guidance_scale=args.guidance_scale, generator=generator,
-        walkreg_weight=args.walkreg_weight, guidance_weight=args.guidance_weight,
+        video=frames,
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        strength=args.strength,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        generator=generator,
+        walkreg_weight=args.walkreg_weight,
+        guidance_weight=args.guidance_weight,
     )
     fps = args.fps or (info.fps / args.stride if info.fps else 24.0)
-    scores = {"source": str(args.source), "out": str(out), "num_frames": len(result.frames), "seed": args.seed,
-              "strength": args.strength, "walkreg_weight": args.walkreg_weight, **result.consistency}
+    scores = {
+        "source": str(args.source),
+        "out": str(out),
+        "num_frames": len(result.frames),
+        "seed": args.seed,
+        "strength": args.strength,
+        "walkreg_weight": args.walkreg_weight,
+        **result.consistency,
+    }
     with atomic.output_set() as outputs:
-        outputs.write(out, lambda tmp: write_video(tmp, progress(result.frames, desc="writing", total=len(result.frames)), fps=fps))
+        outputs.write(
+            out,
+            lambda tmp: write_video(tmp, progress(result.frames, desc="writing", total=len(result.frames)), fps=fps),
+        )
         if args.json:
             outputs.write_text(args.json, json.dumps(scores, indent=2) + "\n")
     sys.stdout.write(f"{out}: {len(result.frames)} frames, consistency {result.consistency['consistency']:.4f}\n")

@@ -43,7 +43,7 @@ class CorrespondenceConfig:
     top_k: int = 10
     radius: float = 12.0
     home_radius: float = 1.5
-    full_mass: float = 0.5
+    full_mass: float = 0.3
     chunk_size: int = 4
 
     def __post_init__(self):
@@ -91,8 +91,13 @@ class SourceCorrespondences:
     def to(self, device: torch.device | str) -> SourceCorrespondences:
         return SourceCorrespondences(
             [s if s is None else s.to(device) for s in self.previous],
-            [s if s is None else s.to(device) for s in self.anchor], self.previous_confidence.to(device),
-            self.anchor_confidence.to(device), self.grid, self.layout, self.num_source_frames, self.config,
+            [s if s is None else s.to(device) for s in self.anchor],
+            self.previous_confidence.to(device),
+            self.anchor_confidence.to(device),
+            self.grid,
+            self.layout,
+            self.num_source_frames,
+            self.config,
         )
 
     @classmethod
@@ -119,10 +124,14 @@ class SourceCorrespondences:
         config = config or CorrespondenceConfig()
         num_latent = layout.num_latent_frames(frames.shape[0])
         if num_latent < 2:
-            raise ValueError(f"`frames` must give at least 2 latent frames to propagate between, but {frames.shape[0]} source frames give {num_latent}.")
+            raise ValueError(
+                f"`frames` must give at least 2 latent frames to propagate between, but {frames.shape[0]} source frames give {num_latent}."
+            )
         h, w = grid
         last = layout.source_frame(num_latent - 1)
-        resized = F.interpolate(frames[: last + 1], size=(8 * h, 8 * w), mode="bilinear", antialias=True, align_corners=False)
+        resized = F.interpolate(
+            frames[: last + 1], size=(8 * h, 8 * w), mode="bilinear", antialias=True, align_corners=False
+        )
         features = encoder.iter_features(resized.clamp(0, 1), chunk_size=config.chunk_size)
         local = lambda q, k: local_transitions(q, k, config.temperature, config.radius, config.top_k)  # noqa: E731
 
@@ -149,7 +158,16 @@ class SourceCorrespondences:
                 anchor_conf.append(confidence(to_first, from_first))
                 back_chain = fwd_chain = None
         device = first.device
-        return cls(previous, anchor, torch.stack(prev_conf).to(device), torch.stack(anchor_conf).to(device), (h, w), layout, frames.shape[0], config)
+        return cls(
+            previous,
+            anchor,
+            torch.stack(prev_conf).to(device),
+            torch.stack(anchor_conf).to(device),
+            (h, w),
+            layout,
+            frames.shape[0],
+            config,
+        )
 
 
 def as_frames(frames) -> torch.Tensor:
@@ -157,10 +175,17 @@ def as_frames(frames) -> torch.Tensor:
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise ValueError("`source_video` holds no frames.")
-        frames = torch.stack([torch.from_numpy(np.asarray(f.convert("RGB") if hasattr(f, "convert") else f).copy()).permute(2, 0, 1) for f in frames])
+        frames = torch.stack(
+            [
+                torch.from_numpy(np.asarray(f.convert("RGB") if hasattr(f, "convert") else f).copy()).permute(2, 0, 1)
+                for f in frames
+            ]
+        )
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[1] != 3:
         shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-        raise ValueError(f"`source_video` must be (T, 3, H, W) float in [0, 1] or a list of PIL images, but got {shape}.")
+        raise ValueError(
+            f"`source_video` must be (T, 3, H, W) float in [0, 1] or a list of PIL images, but got {shape}."
+        )
     return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
 
 
@@ -175,7 +200,13 @@ class CorrespondenceCache:
         config: :class:`CorrespondenceConfig`.
     """
 
-    def __init__(self, encoder: CRWEncoder | None, source_video, config: CorrespondenceConfig | None = None, show_progress: bool = True):
+    def __init__(
+        self,
+        encoder: CRWEncoder | None,
+        source_video,
+        config: CorrespondenceConfig | None = None,
+        show_progress: bool = True,
+    ):
         self.encoder = encoder
         self.source_video = None if source_video is None else as_frames(source_video)
         self.config = config or CorrespondenceConfig()
@@ -186,9 +217,13 @@ class CorrespondenceCache:
         key = (tuple(grid), layout)
         if key not in self._entries:
             if self.encoder is None or self.source_video is None:
-                raise ValueError(f"No source correspondences for a {grid[0]}x{grid[1]} latent grid in layout {layout.axes!r}; pass `encoder` and `source_video`.")
+                raise ValueError(
+                    f"No source correspondences for a {grid[0]}x{grid[1]} latent grid in layout {layout.axes!r}; pass `encoder` and `source_video`."
+                )
             self.encoder.to(device)
-            self._entries[key] = SourceCorrespondences.compute(self.encoder, self.source_video.to(device), grid, layout, self.config, self.show_progress)
+            self._entries[key] = SourceCorrespondences.compute(
+                self.encoder, self.source_video.to(device), grid, layout, self.config, self.show_progress
+            )
         found = self._entries[key]
         if found.previous_confidence.device != device:
             found = self._entries[key] = found.to(device)

@@ -40,7 +40,9 @@ def decode_frames(pipeline, denoised: torch.Tensor) -> torch.Tensor:
     return ((pixels + 1) / 2).clamp(0, 1).unflatten(0, (b, f))
 
 
-def walk_back_against_source(features: torch.Tensor, correspondences: SourceCorrespondences, temperature: float) -> torch.Tensor:
+def walk_back_against_source(
+    features: torch.Tensor, correspondences: SourceCorrespondences, temperature: float
+) -> torch.Tensor:
     """Scalar loss of the mixed palindromes (source ``f -> f-1``, edited ``f-1 -> f``).
 
     Args:
@@ -88,7 +90,13 @@ class WalkBackGuidance:
         check_step_range(start, end)
         self.encoder = encoder if encoder is not None else cache.encoder
         self.cache = cache or CorrespondenceCache(encoder, source_video, CorrespondenceConfig(temperature=temperature))
-        self.weight, self.start, self.end, self.temperature, self.latent_layout = weight, start, end, temperature, latent_layout
+        self.weight, self.start, self.end, self.temperature, self.latent_layout = (
+            weight,
+            start,
+            end,
+            temperature,
+            latent_layout,
+        )
 
     def layout(self, pipeline) -> LatentLayout:
         layout = infer_layout(pipeline, self.latent_layout)
@@ -106,7 +114,9 @@ class WalkBackGuidance:
         correspondences = self.cache.for_latents(frames, layout)
         h, w = frames.shape[-2:]
         pixels = decode_frames(pipeline, frames)
-        pixels = F.interpolate(pixels.flatten(0, 1), size=(8 * h, 8 * w), mode="bilinear", antialias=True, align_corners=False)
+        pixels = F.interpolate(
+            pixels.flatten(0, 1), size=(8 * h, 8 * w), mode="bilinear", antialias=True, align_corners=False
+        )
         self.encoder.to(pixels.device)
         features = self.encoder(pixels.unflatten(0, frames.shape[:2]))
         return walk_back_against_source(features, correspondences, self.temperature)

@@ -28,7 +28,10 @@ _KNOWN_PIPELINES = {
     "WanVideoToVideoPipeline": ("BCFHW", "vae_scale_factor_temporal", True),
     "CogVideoXVideoToVideoPipeline": ("BFCHW", "vae_scale_factor_temporal", True),
 }
-_REFUSED = {"LTX": "packs its latents into tokens (B, S, D)", "Lucy": "denoises pure noise (the source is a condition)"}
+_REFUSED = {
+    "LTX": "packs its latents into tokens (B, S, D)",
+    "Lucy": "denoises pure noise (the source is a condition)",
+}
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,9 @@ class LatentLayout:
         """Latents in this layout -> ``(B, F, C, h, w)`` (a view where possible)."""
         expected = 4 if self.axes == "FCHW" else 5
         if latents.ndim != expected:
-            raise ValueError(f"`latents` must have {expected} dims for layout {self.axes!r}, but got shape {tuple(latents.shape)}.")
+            raise ValueError(
+                f"`latents` must have {expected} dims for layout {self.axes!r}, but got shape {tuple(latents.shape)}."
+            )
         if self.axes == "FCHW":
             return latents.unsqueeze(0)
         if self.axes == "BCFHW":

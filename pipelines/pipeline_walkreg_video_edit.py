@@ -89,12 +89,16 @@ class WalkRegVideoEditPipeline(StableDiffusionImg2ImgPipeline):
         if self.crw_encoder is not None:
             self.crw_encoder.save_pretrained(Path(save_directory) / ENCODER_FOLDER)
 
-    def check_walkreg_inputs(self, frames: torch.Tensor, walkreg_weight: float, guidance_weight: float, strength: float) -> None:
+    def check_walkreg_inputs(
+        self, frames: torch.Tensor, walkreg_weight: float, guidance_weight: float, strength: float
+    ) -> None:
         if frames.shape[0] < 2:
             raise ValueError(f"`video` must have at least 2 frames, but has {frames.shape[0]}.")
         multiple = self.vae_scale_factor
         if frames.shape[-2] % multiple or frames.shape[-1] % multiple:
-            raise ValueError(f"`video` frames must have height and width divisible by {multiple}, but are {tuple(frames.shape[-2:])}.")
+            raise ValueError(
+                f"`video` frames must have height and width divisible by {multiple}, but are {tuple(frames.shape[-2:])}."
+            )
         if not 0.0 <= walkreg_weight <= 1.0:
             raise ValueError(f"`walkreg_weight` must be in [0, 1], but is {walkreg_weight}.")
         if guidance_weight < 0:
@@ -168,24 +172,49 @@ class WalkRegVideoEditPipeline(StableDiffusionImg2ImgPipeline):
 
         # 3. Source correspondences (built on the first step that needs them, once) and walkreg's hooks
         device = self._execution_device
-        cache = CorrespondenceCache(self.crw_encoder, frames, correspondence_config, show_progress=not self._progress_disabled())
-        callback = WalkRegCallback(weight=walkreg_weight, start=walkreg_range[0], end=walkreg_range[1], anchor_mix=anchor_mix, cache=cache)
-        guidance = WalkBackGuidance(weight=guidance_weight, start=guidance_range[0], end=guidance_range[1], cache=cache)
-        callbacks = MultiPipelineCallbacks([callback, callback_on_step_end] if callback_on_step_end is not None else [callback])
+        cache = CorrespondenceCache(
+            self.crw_encoder, frames, correspondence_config, show_progress=not self._progress_disabled()
+        )
+        callback = WalkRegCallback(
+            weight=walkreg_weight, start=walkreg_range[0], end=walkreg_range[1], anchor_mix=anchor_mix, cache=cache
+        )
+        guidance = WalkBackGuidance(
+            weight=guidance_weight, start=guidance_range[0], end=guidance_range[1], cache=cache
+        )
+        callbacks = MultiPipelineCallbacks(
+            [callback, callback_on_step_end] if callback_on_step_end is not None else [callback]
+        )
 
         # 4. Denoise with the img2img loop, the scheduler tapped for propagation and guidance
         with callback.attach(self), guidance.attach(self):
-            edited = super().__call__(
-                prompt=prompts, image=frames.to(device), strength=strength, num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, negative_prompt=negatives, generator=generator, prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_prompt_embeds, output_type="pt", callback_on_step_end=callbacks,
-                callback_on_step_end_tensor_inputs=callbacks.tensor_inputs,
-            ).images.float().cpu()
+            edited = (
+                super()
+                .__call__(
+                    prompt=prompts,
+                    image=frames.to(device),
+                    strength=strength,
+                    num_inference_steps=num_inference_steps,
+                    guidance_scale=guidance_scale,
+                    negative_prompt=negatives,
+                    generator=generator,
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative_prompt_embeds,
+                    output_type="pt",
+                    callback_on_step_end=callbacks,
+                    callback_on_step_end_tensor_inputs=callbacks.tensor_inputs,
+                )
+                .images.float()
+                .cpu()
+            )
 
         # 5. Consistency of the result against the source
         scores = None
         if score:
-            source = torch.nn.functional.interpolate(frames, size=edited.shape[-2:], mode="area") if frames.shape[-2:] != edited.shape[-2:] else frames
+            source = (
+                torch.nn.functional.interpolate(frames, size=edited.shape[-2:], mode="area")
+                if frames.shape[-2:] != edited.shape[-2:]
+                else frames
+            )
             scores = score_clip(edited, self.crw_encoder, source=source).overall
 
         # 6. Output

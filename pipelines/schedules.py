@@ -21,7 +21,14 @@ from dataclasses import dataclass
 import torch
 
 
-_ALPHAS_CUMPROD = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LCMScheduler", "CogVideoXDDIMScheduler", "CogVideoXDPMScheduler")
+_ALPHAS_CUMPROD = (
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "LCMScheduler",
+    "CogVideoXDDIMScheduler",
+    "CogVideoXDPMScheduler",
+)
 _SIGMAS = ("UniPCMultistepScheduler", "DPMSolverMultistepScheduler", "FlowMatchEulerDiscreteScheduler")
 
 
@@ -52,7 +59,9 @@ def _step_index(scheduler, timestep) -> int:
     begin = getattr(scheduler, "begin_index", None)
     if begin is not None:
         return int(begin)
-    return int(torch.nonzero(scheduler.timesteps == torch.as_tensor(timestep, device=scheduler.timesteps.device))[0, 0])
+    return int(
+        torch.nonzero(scheduler.timesteps == torch.as_tensor(timestep, device=scheduler.timesteps.device))[0, 0]
+    )
 
 
 def noise_level(scheduler, timestep, step_index: int | None = None) -> tuple[float, float]:
@@ -131,7 +140,9 @@ class SchedulerTap:
 
     def attach(self) -> SchedulerTap:
         if "step" in vars(self.scheduler):
-            raise RuntimeError(f"{type(self.scheduler).__name__}.step is already wrapped (by walkreg or another tool).")
+            raise RuntimeError(
+                f"{type(self.scheduler).__name__}.step is already wrapped (by walkreg or another tool)."
+            )
         self.scheduler.step = self._wrapped
         self.scheduler._walkreg_tap = self
         return self
@@ -158,7 +169,9 @@ class SchedulerTap:
         """Multistep schedulers that keep ``x0`` history (UniPC, DPM-Solver++) rebuild the next sample from it, which
         would undo a post-step edit; this writes the edited ``x0`` into that history."""
         outputs = getattr(self.scheduler, "model_outputs", None)
-        keeps_x0 = getattr(self.scheduler, "predict_x0", False) or "++" in str(self.scheduler.config.get("algorithm_type", ""))
+        keeps_x0 = getattr(self.scheduler, "predict_x0", False) or "++" in str(
+            self.scheduler.config.get("algorithm_type", "")
+        )
         if outputs and keeps_x0 and outputs[-1] is not None and outputs[-1].shape == denoised.shape:
             outputs[-1] = denoised.to(outputs[-1].dtype)
 

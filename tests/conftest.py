@@ -1,7 +1,26 @@
+"""Test tiers: the default tier runs everything not marked ``slow``; ``WALKREG_RUN_SLOW=1`` runs the slow tier too."""
+
 import os
 
+import pytest
 import torch
 
 
 os.environ.setdefault("WALKREG_NO_PROGRESS", "1")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def run_slow() -> bool:
+    value = os.environ.get("WALKREG_RUN_SLOW", "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"`WALKREG_RUN_SLOW` must be 0 or 1, but is {value!r}.")
+    return value == "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if run_slow():
+        return
+    skip = pytest.mark.skip(reason="slow tier: set WALKREG_RUN_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

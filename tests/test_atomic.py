@@ -73,6 +73,7 @@ def _write_dir(files):
         for name, text in files.items():
             (folder / name).write_text(text)
         return "done"
+
     return write
 
 

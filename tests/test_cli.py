@@ -30,8 +30,10 @@ def test_core_import_does_not_pull_optional_packages():
 
 
 def test_help_lists_every_command_without_importing_torch():
-    code = ("import sys; from walkreg.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from walkreg.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     for command in ("demo", "score", "stabilize", "edit", "train", "eval-davis", "convert-crw", "env"):
         assert command in result.stdout

@@ -63,7 +63,9 @@ class OfficialResNet18(nn.Module):
     def _make_layer(self, planes, stride):
         downsample = None
         if stride != 1 or self.inplanes != planes:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
         blocks = [OfficialBlock(self.inplanes, planes, stride, downsample), OfficialBlock(planes, planes)]
         self.inplanes = planes
         return nn.Sequential(*blocks)
@@ -164,8 +166,10 @@ def test_layout_variants_map_to_the_same_state(official, tmp_path, variant):
     path = official_checkpoint(official, tmp_path / "a.pth", **{variant: True})
     encoder, args = convert_crw_checkpoint(path)
     assert args == {} if variant == "bare" else args["temp"] == 0.05
-    expected = {k.replace("encoder.model.", "trunk.").replace("selfsim_fc.0.", "head."): v
-                for k, v in official.state_dict().items()}
+    expected = {
+        k.replace("encoder.model.", "trunk.").replace("selfsim_fc.0.", "head."): v
+        for k, v in official.state_dict().items()
+    }
     state = encoder.state_dict()
     assert state.keys() == expected.keys()
     for key, value in expected.items():

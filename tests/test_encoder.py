@@ -97,7 +97,11 @@ def test_missing_or_truncated_weights(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"arch": "resnet50"}, "`arch` must be one of"), ({"feature_layer": "layer5"}, "`feature_layer` must be one of"), ({"std": (1, 0, 1)}, "`std`")],
+    [
+        ({"arch": "resnet50"}, "`arch` must be one of"),
+        ({"feature_layer": "layer5"}, "`feature_layer` must be one of"),
+        ({"std": (1, 0, 1)}, "`std`"),
+    ],
 )
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -127,7 +131,9 @@ def test_inference_export_keeps_forward_drops_training_layers_and_round_trips_in
     loaded = CRWEncoder.from_pretrained(tmp_path / "half")
     assert not loaded.with_training_layers and next(loaded.parameters()).dtype == torch.float32
     assert_tensors_close(loaded(frames), encoder(frames), atol=2e-3)
-    with pytest.raises(ValueError, match="does not fit CRWEncoder: 32 unexpected keys: trunk.layer4"):  # a full checkpoint is refused
+    with pytest.raises(
+        ValueError, match="does not fit CRWEncoder: 32 unexpected keys: trunk.layer4"
+    ):  # a full checkpoint is refused
         encoder.save_pretrained(tmp_path / "full")
         CRWEncoder._from_pretrained(model_id=str(tmp_path / "full"), with_training_layers=False, arch="resnet18-small")
 

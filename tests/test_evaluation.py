@@ -15,7 +15,6 @@ from testing_utils import (
     DAVIS_ROOT,
     SHARED_DATA,
     requires_shared_data,
-    slow,
     synthetic_video,
     tiny_encoder,
 )
@@ -49,7 +48,9 @@ def moving_root(tmp_path_factory):
 
 
 def test_labels_follow_a_known_translation(moving_root, tmp_path):
-    result = evaluate_sequence(moving_root, "moving", LabFeatures().iter_features, tmp_path / "pred", config=PropagationConfig(num_context=3))
+    result = evaluate_sequence(
+        moving_root, "moving", LabFeatures().iter_features, tmp_path / "pred", config=PropagationConfig(num_context=3)
+    )
     for t in range(1, 6):
         predicted = read_annotation(tmp_path / "pred" / f"{t:05d}.png")
         moved, still = square(64, 96, 16, 16 + SHIFT * t), square(64, 96, 16, 16)
@@ -76,8 +77,19 @@ def test_first_frame_labels_and_upsampling_round_trip():
 
 def test_eval_on_three_davis_fixture_sequences(tmp_path, capsys):
     out = tmp_path / "eval"
-    args = ["eval-davis", "--davis-root", str(DAVIS_ROOT), "--resolution", DAVIS_RESOLUTION, "--out", str(out),
-            "--baselines", "lab", "--num-context", "1"]
+    args = [
+        "eval-davis",
+        "--davis-root",
+        str(DAVIS_ROOT),
+        "--resolution",
+        DAVIS_RESOLUTION,
+        "--out",
+        str(out),
+        "--baselines",
+        "lab",
+        "--num-context",
+        "1",
+    ]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "MEAN" in table and "blackswan" in table and "peak RSS" in table
@@ -107,7 +119,12 @@ def test_eval_on_three_davis_fixture_sequences(tmp_path, capsys):
     assert method["JF_mean"] == pytest.approx((method["J_mean"] + method["F_mean"]) / 2)
 
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert [r["sequence"] for r in rows if r["object"] == "mean"] == ["blackswan", "car-roundabout", "dance-twirl", "ALL"]
+    assert [r["sequence"] for r in rows if r["object"] == "mean"] == [
+        "blackswan",
+        "car-roundabout",
+        "dance-twirl",
+        "ALL",
+    ]
     assert float(rows[-1]["JF_mean"]) == pytest.approx(method["JF_mean"])
 
 
@@ -122,13 +139,17 @@ def test_multi_object_davis2017_masks_and_void(tmp_path):
         ids = read_annotation(annotations / f"0000{i}.png")[::2, ::2][:240, :427]
         write_annotation(root / "Annotations" / "240p" / "tennis" / f"{t:05d}.png", ids)
 
-    result = evaluate_sequence(root, "tennis", LabFeatures().iter_features, tmp_path / "pred", "240p", PropagationConfig(num_context=2))
+    result = evaluate_sequence(
+        root, "tennis", LabFeatures().iter_features, tmp_path / "pred", "240p", PropagationConfig(num_context=2)
+    )
     assert [o.object_id for o in result.objects] == [1, 2]
     predicted = read_annotation(tmp_path / "pred" / "00001.png")
     assert set(np.unique(predicted)) <= {0, 1, 2}
     truth = read_annotation(root / "Annotations" / "240p" / "tennis" / "00001.png")
     assert result.objects[0].j.mean == pytest.approx(jaccard(truth == 1, predicted == 1, truth == 255))
-    as_background = evaluate_sequence(root, "tennis", LabFeatures().iter_features, None, "240p", PropagationConfig(num_context=2), void="background")
+    as_background = evaluate_sequence(
+        root, "tennis", LabFeatures().iter_features, None, "240p", PropagationConfig(num_context=2), void="background"
+    )
     assert as_background.objects[0].j.mean == pytest.approx(jaccard(truth == 1, predicted == 1))
 
 
@@ -137,8 +158,20 @@ def test_cli_encoder_and_baselines_in_one_run(moving_root, tmp_path, capsys):
     tiny_encoder(seed=0).save_pretrained(encoder_dir)
     out = tmp_path / "out"
     out.mkdir()  # an empty directory is accepted
-    args = ["eval-davis", "--davis-root", str(moving_root), "--out", str(out), "--encoder", str(encoder_dir),
-            "--baselines", "lab", "random-resnet18-small", "--num-context", "2"]
+    args = [
+        "eval-davis",
+        "--davis-root",
+        str(moving_root),
+        "--out",
+        str(out),
+        "--encoder",
+        str(encoder_dir),
+        "--baselines",
+        "lab",
+        "random-resnet18-small",
+        "--num-context",
+        "2",
+    ]
     assert main(args) == 0
     report = json.loads((out / "results.json").read_text())
     assert list(report["methods"]) == ["encoder", "lab", "random-resnet18-small"]
@@ -179,7 +212,10 @@ def test_failure_midway_leaves_no_partial_output(moving_root, tmp_path, capsys):
 def test_existing_non_empty_out_is_refused(moving_root, tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep").write_text("x")
-    assert main(["eval-davis", "--davis-root", str(moving_root), "--out", str(tmp_path / "out"), "--baselines", "lab"]) == 1
+    assert (
+        main(["eval-davis", "--davis-root", str(moving_root), "--out", str(tmp_path / "out"), "--baselines", "lab"])
+        == 1
+    )
     assert "new or empty directory" in capsys.readouterr().err
 
 
@@ -194,7 +230,7 @@ def test_lab_conversion_of_reference_colours():
     np.testing.assert_allclose(features.norm(dim=1), 1.0, atol=1e-5)
 
 
-@slow
+@pytest.mark.slow
 @requires_shared_data
 def test_full_protocol_on_shared_480p_blackswan(tmp_path):
     """The paper's protocol unchanged (context 20) on a real 480p sequence, with colour features."""

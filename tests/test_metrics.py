@@ -43,7 +43,9 @@ def test_dilate_disk_hand_case_and_brute_force():
     disk = dilate_disk(single, 2)
     ys, xs = np.nonzero(disk)
     assert disk.sum() == 13  # offsets with dy^2 + dx^2 <= 4
-    assert set(zip(ys - 3, xs - 3, strict=True)) == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy * dy + dx * dx <= 4}
+    assert set(zip(ys - 3, xs - 3, strict=True)) == {
+        (dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy * dy + dx * dx <= 4
+    }
     np.testing.assert_array_equal(dilate_disk(single, 0), single)
     corner = dilate_disk(mask((4, 4), (0, 0)), 1)
     np.testing.assert_array_equal(corner, mask((4, 4), (0, 0), (0, 1), (1, 0)))

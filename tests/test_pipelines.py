@@ -49,21 +49,38 @@ def tiny_sd_components(seed: int = 0) -> dict:
     """The diffusers test recipe for SD-shaped components, without a text stack (prompt embeddings are passed)."""
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(8, 8), layers_per_block=2, sample_size=8, in_channels=4, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=EMBED, norm_num_groups=2,
+        block_out_channels=(8, 8),
+        layers_per_block=2,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=EMBED,
+        norm_num_groups=2,
     )
     vae = AutoencoderKL(
-        block_out_channels=(8, 8), in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=2,
+        block_out_channels=(8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        latent_channels=4,
+        norm_num_groups=2,
     )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False, steps_offset=1)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="linear", clip_sample=False, steps_offset=1
+    )
     return {"unet": unet, "vae": vae, "scheduler": scheduler, "text_encoder": None, "tokenizer": None}
 
 
 def tiny_sd_img2img(seed: int = 0) -> StableDiffusionImg2ImgPipeline:
     pipe = StableDiffusionImg2ImgPipeline(
-        **tiny_sd_components(seed), safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False
+        **tiny_sd_components(seed),
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -83,16 +100,27 @@ def run_sd(pipe, frames, callback=None, steps=2, **kwargs) -> torch.Tensor:
     f = frames.shape[0]
     generators = [torch.Generator().manual_seed(i) for i in range(f)]
     return pipe(
-        image=frames, strength=0.8, num_inference_steps=steps, guidance_scale=2.0, generator=generators, output_type="pt",
-        callback_on_step_end=callback, **embeds(f), **kwargs,
+        image=frames,
+        strength=0.8,
+        num_inference_steps=steps,
+        guidance_scale=2.0,
+        generator=generators,
+        output_type="pt",
+        callback_on_step_end=callback,
+        **embeds(f),
+        **kwargs,
     ).images
 
 
 def tiny_animatediff(seed: int = 0) -> AnimateDiffVideoToVideoPipeline:
     components = tiny_sd_components(seed)
     torch.manual_seed(seed)
-    adapter = MotionAdapter(block_out_channels=(8, 8), motion_layers_per_block=2, motion_norm_num_groups=2, motion_num_attention_heads=4)
-    pipe = AnimateDiffVideoToVideoPipeline(**components, motion_adapter=adapter, feature_extractor=None, image_encoder=None)
+    adapter = MotionAdapter(
+        block_out_channels=(8, 8), motion_layers_per_block=2, motion_norm_num_groups=2, motion_num_attention_heads=4
+    )
+    pipe = AnimateDiffVideoToVideoPipeline(
+        **components, motion_adapter=adapter, feature_extractor=None, image_encoder=None
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -101,11 +129,21 @@ def tiny_controlnet_img2img(seed: int = 0) -> StableDiffusionControlNetImg2ImgPi
     components = tiny_sd_components(seed)
     torch.manual_seed(seed)
     controlnet = ControlNetModel(
-        block_out_channels=(8, 8), layers_per_block=2, in_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        cross_attention_dim=EMBED, conditioning_embedding_out_channels=(8, 8), norm_num_groups=1,
+        block_out_channels=(8, 8),
+        layers_per_block=2,
+        in_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        cross_attention_dim=EMBED,
+        conditioning_embedding_out_channels=(8, 8),
+        norm_num_groups=1,
     )
     pipe = StableDiffusionControlNetImg2ImgPipeline(
-        **components, controlnet=controlnet, safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False
+        **components,
+        controlnet=controlnet,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -113,14 +151,30 @@ def tiny_controlnet_img2img(seed: int = 0) -> StableDiffusionControlNetImg2ImgPi
 
 def tiny_wan(seed: int = 0) -> WanVideoToVideoPipeline:
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16, text_dim=32,
-        freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
     )
     pipe = WanVideoToVideoPipeline(
-        tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=UniPCMultistepScheduler(flow_shift=3.0)
+        tokenizer=None,
+        text_encoder=None,
+        vae=vae,
+        transformer=transformer,
+        scheduler=UniPCMultistepScheduler(flow_shift=3.0),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -129,15 +183,34 @@ def tiny_wan(seed: int = 0) -> WanVideoToVideoPipeline:
 def tiny_cogvideox(seed: int = 0) -> CogVideoXVideoToVideoPipeline:
     torch.manual_seed(seed)
     transformer = CogVideoXTransformer3DModel(
-        num_attention_heads=4, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=2, text_embed_dim=32,
-        num_layers=1, sample_width=2, sample_height=2, sample_frames=9, patch_size=2, temporal_compression_ratio=4,
+        num_attention_heads=4,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=2,
+        text_embed_dim=32,
+        num_layers=1,
+        sample_width=2,
+        sample_height=2,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
         max_text_seq_length=16,
     )
     vae = AutoencoderKLCogVideoX(
-        in_channels=3, out_channels=3, down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
-        block_out_channels=(8,) * 4, latent_channels=4, layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8,) * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
     )
-    pipe = CogVideoXVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=DDIMScheduler())
+    pipe = CogVideoXVideoToVideoPipeline(
+        tokenizer=None, text_encoder=None, vae=vae, transformer=transformer, scheduler=DDIMScheduler()
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -151,9 +224,17 @@ def to_pil(frames: torch.Tensor) -> list:
 def run_animatediff(pipe, frames, callback=None, steps=2):
     e = embeds(1)
     return pipe(
-        video=[to_pil(frames)], height=frames.shape[-2], width=frames.shape[-1], strength=0.8, num_inference_steps=steps,
-        guidance_scale=2.0, generator=torch.Generator().manual_seed(0), output_type="pt", callback_on_step_end=callback,
-        callback_on_step_end_tensor_inputs=["latents"], **e,
+        video=[to_pil(frames)],
+        height=frames.shape[-2],
+        width=frames.shape[-1],
+        strength=0.8,
+        num_inference_steps=steps,
+        guidance_scale=2.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="pt",
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=["latents"],
+        **e,
     ).frames
 
 
@@ -161,13 +242,22 @@ def run_wan(pipe, frames, callback=None, steps=2):
     g = torch.Generator().manual_seed(0)
     cond = torch.randn(1, 16, 32, generator=g)
     return pipe(
-        video=to_pil(frames), height=frames.shape[-2], width=frames.shape[-1], strength=0.8, num_inference_steps=steps,
-        guidance_scale=2.0, generator=g, output_type="pt", callback_on_step_end=callback, prompt_embeds=cond,
+        video=to_pil(frames),
+        height=frames.shape[-2],
+        width=frames.shape[-1],
+        strength=0.8,
+        num_inference_steps=steps,
+        guidance_scale=2.0,
+        generator=g,
+        output_type="pt",
+        callback_on_step_end=callback,
+        prompt_embeds=cond,
         negative_prompt_embeds=0.5 * cond,
     ).frames
 
 
 # -- layouts ---------------------------------------------------------------------------------------------------------
+
 
 def test_layout_inference_and_refusals():
     assert infer_layout(tiny_sd_img2img()) == LatentLayout("FCHW")
@@ -193,13 +283,16 @@ def test_layout_inference_and_refusals():
 
 # -- correspondences -------------------------------------------------------------------------------------------------
 
+
 def test_time_compressed_correspondences_compose_the_covered_frames():
     frames = video(9, 32)
     encoder = tiny_encoder()
     layout = LatentLayout("BCFHW", 4, causal=True)
     corr = SourceCorrespondences.compute(encoder, frames, (4, 4), layout, show_progress=False)
     assert corr.num_latent_frames == 3 and corr.previous[0] is None
-    feats = list(encoder.iter_features(torch.nn.functional.interpolate(frames, size=(32, 32), mode="bilinear", antialias=True)))
+    feats = list(
+        encoder.iter_features(torch.nn.functional.interpolate(frames, size=(32, 32), mode="bilinear", antialias=True))
+    )
     step = lambda q, k: local_transitions(feats[q], feats[k], 0.05, 12.0, 10)  # noqa: E731
     chain = step(5, 4)  # frame 8 back to frame 4, composed as the frames stream in
     for s in (6, 7, 8):
@@ -210,12 +303,15 @@ def test_time_compressed_correspondences_compose_the_covered_frames():
 
 def test_cached_transition_memory_is_linear_in_frames():
     encoder = tiny_encoder()
-    sizes = {t: SourceCorrespondences.compute(encoder, video(t, 16), (6, 6), show_progress=False).nbytes for t in (3, 5, 9)}
+    sizes = {
+        t: SourceCorrespondences.compute(encoder, video(t, 16), (6, 6), show_progress=False).nbytes for t in (3, 5, 9)
+    }
     per_frame = (sizes[9] - sizes[5]) / 4
     assert per_frame > 0 and sizes[5] - sizes[3] == pytest.approx(2 * per_frame)
 
 
 # -- the callback on each latent layout ---------------------------------------------------------------------------------
+
 
 def test_sd_img2img_weight_zero_is_bit_exact_and_weight_changes_the_result():
     pipe, frames = tiny_sd_img2img(), video(3, 32)
@@ -233,7 +329,10 @@ def test_controlnet_img2img_frames_as_batch():
     pipe, frames = tiny_controlnet_img2img(), video(3, 32)
     control = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     plain = run_sd(pipe, frames, steps=3, control_image=control)
-    assert torch.equal(run_sd(pipe, frames, WalkRegCallback(tiny_encoder(), frames, weight=0.0), steps=3, control_image=control), plain)
+    assert torch.equal(
+        run_sd(pipe, frames, WalkRegCallback(tiny_encoder(), frames, weight=0.0), steps=3, control_image=control),
+        plain,
+    )
     callback = WalkRegCallback(tiny_encoder(), frames, weight=0.8, end=1.0)
     with callback.attach(pipe):
         edited = run_sd(pipe, frames, callback, steps=3, control_image=control)
@@ -324,6 +423,7 @@ def test_propagation_reduces_frame_to_frame_differences_on_a_static_source():
 
 
 # -- walk-back guidance ------------------------------------------------------------------------------------------------
+
 
 def test_walk_back_guidance_step_lowers_the_loss_and_changes_the_edit():
     pipe, frames = tiny_sd_img2img(), video(3, 32)

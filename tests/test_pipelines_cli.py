@@ -24,7 +24,9 @@ def byte_tokenizer(folder) -> CLIPTokenizer:
     """A character-level CLIP tokenizer written offline: the 256 byte symbols, their word-final forms, two specials."""
     symbols = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)] + [chr(c) for c in range(174, 256)]
     symbols += [chr(256 + i) for i in range(256 - len(symbols))]  # GPT-2's byte-to-unicode map covers 256 symbols
-    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"])}
+    vocab = {
+        s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"])
+    }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
@@ -38,12 +40,24 @@ def model_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-sd")
     components = tiny_sd_components()
     torch.manual_seed(0)
-    components["text_encoder"] = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=2, hidden_size=EMBED, intermediate_size=37, layer_norm_eps=1e-5, num_attention_heads=4,
-        num_hidden_layers=2, pad_token_id=1, vocab_size=1000, max_position_embeddings=16,
-    ))
+    components["text_encoder"] = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=2,
+            hidden_size=EMBED,
+            intermediate_size=37,
+            layer_norm_eps=1e-5,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            pad_token_id=1,
+            vocab_size=1000,
+            max_position_embeddings=16,
+        )
+    )
     components["tokenizer"] = byte_tokenizer(root / "tok")
-    pipe = WalkRegVideoEditPipeline(**components, safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False)
+    pipe = WalkRegVideoEditPipeline(
+        **components, safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False
+    )
     pipe.crw_encoder = tiny_encoder()
     pipe.save_pretrained(root / "model")
     return root / "model"
@@ -62,7 +76,14 @@ def test_pipeline_weight_zero_equals_plain_img2img_and_loads_from_a_directory(mo
     plain.set_progress_bar_config(disable=True)
     assert torch.equal(out.frames, run_sd(plain, frames, steps=3).float())
     edited, scores = pipe(
-        video=frames, walkreg_weight=0.8, walkreg_range=(0.0, 1.0), generator=gens(), output_type="np", return_dict=False, **common, **e
+        video=frames,
+        walkreg_weight=0.8,
+        walkreg_range=(0.0, 1.0),
+        generator=gens(),
+        output_type="np",
+        return_dict=False,
+        **common,
+        **e,
     )
     assert edited.shape == (3, 32, 32, 3)
     assert abs(edited - out.frames.permute(0, 2, 3, 1).numpy()).max() > 1e-3
@@ -75,10 +96,30 @@ def test_pipeline_weight_zero_equals_plain_img2img_and_loads_from_a_directory(mo
 
 def test_walkreg_edit_cli_writes_the_video_and_its_score(model_dir, tmp_path, capsys):
     out, report = tmp_path / "edited.mp4", tmp_path / "scores.json"
-    code = main([
-        "edit", str(CLIPS / "carphone.mp4"), "--model", str(model_dir), "--prompt", "a cartoon", "--out", str(out),
-        "--size", "32x40", "--max-frames", "3", "--steps", "3", "--strength", "0.7", "--seed", "1", "--json", str(report),
-    ])
+    code = main(
+        [
+            "edit",
+            str(CLIPS / "carphone.mp4"),
+            "--model",
+            str(model_dir),
+            "--prompt",
+            "a cartoon",
+            "--out",
+            str(out),
+            "--size",
+            "32x40",
+            "--max-frames",
+            "3",
+            "--steps",
+            "3",
+            "--strength",
+            "0.7",
+            "--seed",
+            "1",
+            "--json",
+            str(report),
+        ]
+    )
     assert code == 0
     assert probe_video(out).num_frames == 3 and (probe_video(out).height, probe_video(out).width) == (32, 40)
     scores = json.loads(report.read_text())
@@ -94,6 +135,9 @@ def test_walkreg_edit_cli_errors_are_one_line_and_leave_no_output(model_dir, tmp
     assert main([*base, "--model", str(model_dir), "--size", "30x40"]) == 1
     err = capsys.readouterr().err
     assert "`--size` must be positive multiples of 8" in err and len(err.strip().splitlines()) == 1
-    assert main(["edit", str(tmp_path / "missing.mp4"), "--model", str(model_dir), "--prompt", "x", "--out", str(out)]) == 1
+    assert (
+        main(["edit", str(tmp_path / "missing.mp4"), "--model", str(model_dir), "--prompt", "x", "--out", str(out)])
+        == 1
+    )
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("*.mp4"))

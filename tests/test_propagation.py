@@ -54,7 +54,9 @@ def test_known_translation_of_a_real_frame_is_recovered():
     h, w = feats.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
     coords = torch.stack([ys, xs])[None]
-    mask = torch.from_numpy(read_annotation(DAVIS_ROOT / "Annotations" / DAVIS_RESOLUTION / "blackswan" / "00000.png")).float()
+    mask = torch.from_numpy(
+        read_annotation(DAVIS_ROOT / "Annotations" / DAVIS_RESOLUTION / "blackswan" / "00000.png")
+    ).float()
     mask = F.interpolate(mask[None, None], size=(h, w), mode="bilinear")[0]
     values = torch.cat([coords, mask[None]], dim=1)
     frames = [feats[:, i][None] for i in range(2)]

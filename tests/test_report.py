@@ -30,7 +30,18 @@ def test_report_is_self_contained_and_its_images_decode(tmp_path):
     write_video(tmp_path / "src.mp4", clip, fps=24)
     write_video(tmp_path / "edit.mp4", clip.flip(0), fps=24)
     report = tmp_path / "report.html"
-    rc = main(["score", str(tmp_path / "edit.mp4"), "--source", str(tmp_path / "src.mp4"), "--encoder", "rgb", "--report", str(report)])
+    rc = main(
+        [
+            "score",
+            str(tmp_path / "edit.mp4"),
+            "--source",
+            str(tmp_path / "src.mp4"),
+            "--encoder",
+            "rgb",
+            "--report",
+            str(report),
+        ]
+    )
     assert rc == 0
     parser = _Images()
     parser.feed(report.read_text())

@@ -51,7 +51,10 @@ def test_leaky_walks_and_home_mass_match_a_dense_reference(depth):
     back = [step(i + 1, i) for i in reversed(range(depth))]
     for step, (a, b) in zip(out, [(i, i + 1) for i in range(depth)], strict=True):
         assert_tensors_close(step.to_dense()[0], dense_step(a, b))
-    walk = functools.reduce(torch.matmul, [dense_step(i, i + 1) for i in range(depth)] + [dense_step(i + 1, i) for i in reversed(range(depth))])
+    walk = functools.reduce(
+        torch.matmul,
+        [dense_step(i, i + 1) for i in range(depth)] + [dense_step(i + 1, i) for i in reversed(range(depth))],
+    )
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     cells = torch.stack([ys, xs], -1).view(-1, 2).float()
     home = torch.cdist(cells, cells) < config.home_radius
@@ -106,12 +109,30 @@ def videos(tmp_path_factory, clip):
 
 def test_cli_writes_json_schema(videos, encoder_dir, tmp_path, capsys):
     out = tmp_path / "scores.json"
-    rc = main(["score", str(videos / "edited.mp4"), "--source", str(videos / "source.mp4"), "--encoder", str(encoder_dir),
-               "--json", str(out), "--flow-baseline"])
+    rc = main(
+        [
+            "score",
+            str(videos / "edited.mp4"),
+            "--source",
+            str(videos / "source.mp4"),
+            "--encoder",
+            str(encoder_dir),
+            "--json",
+            str(out),
+            "--flow-baseline",
+        ]
+    )
     assert rc == 0
     body = json.loads(out.read_text())
     assert body["schema"] == "walkreg.score/1" and body["num_frames"] == 6 and len(body["pairs"]) == 5
-    assert set(body["overall"]) == {"consistency", "walk_back", "fidelity", "fidelity_error", "agreement", "flow_warp_error"}
+    assert set(body["overall"]) == {
+        "consistency",
+        "walk_back",
+        "fidelity",
+        "fidelity_error",
+        "agreement",
+        "flow_warp_error",
+    }
     assert body["overall"]["fidelity"] < 1 and "consistency=" in capsys.readouterr().out
 
 
@@ -142,7 +163,12 @@ def test_cli_batch_mode(videos, tmp_path):
         write_video(edits / name, flicker(clip, strength), fps=24)
         write_video(sources / name, clip, fps=24)
     out = tmp_path / "batch.json"
-    assert main(["score", str(edits), "--batch", "--source", str(sources), "--encoder", "rgb", "--json", str(out)]) == 0
+    assert (
+        main(["score", str(edits), "--batch", "--source", str(sources), "--encoder", "rgb", "--json", str(out)]) == 0
+    )
     body = json.loads(out.read_text())
-    assert body["schema"] == "walkreg.score-batch/1" and [c["edited"].split("/")[-1] for c in body["clips"]] == ["a.mp4", "b.mp4"]
+    assert body["schema"] == "walkreg.score-batch/1" and [c["edited"].split("/")[-1] for c in body["clips"]] == [
+        "a.mp4",
+        "b.mp4",
+    ]
     assert body["clips"][0]["overall"]["fidelity"] > body["clips"][1]["overall"]["fidelity"]

@@ -43,10 +43,27 @@ def test_later_objects_occlude_earlier_ones_and_round_trip_through_the_davis_lay
 
 
 def test_labels_propagate_along_the_known_motion(images, tmp_path):
-    frames, ids = synthetic_sequence(images[2], images[:2], num_frames=6, size=(240, 400), num_objects=2, max_speed=12, seed=1)
+    frames, ids = synthetic_sequence(
+        images[2], images[:2], num_frames=6, size=(240, 400), num_objects=2, max_speed=12, seed=1
+    )
     write_davis_sequence(tmp_path / "data", "syn", frames, ids)
     out = tmp_path / "eval"
-    assert main(["eval-davis", "--davis-root", str(tmp_path / "data"), "--out", str(out), "--encoder", "default", "--baselines", "lab"]) == 0
+    assert (
+        main(
+            [
+                "eval-davis",
+                "--davis-root",
+                str(tmp_path / "data"),
+                "--out",
+                str(out),
+                "--encoder",
+                "default",
+                "--baselines",
+                "lab",
+            ]
+        )
+        == 0
+    )
     methods = json.loads((out / "results.json").read_text())["methods"]
     held = np.mean([jaccard(ids[0] == i, ids[t] == i) for i in (1, 2) for t in range(1, 6)])  # labels left in place
     assert methods["encoder"]["arch"] == "resnet18"  # `--encoder default` is the bundled encoder

@@ -49,7 +49,9 @@ def fresh_accelerate_state():
 
 
 def test_few_steps_on_real_clips_write_loadable_checkpoints(tmp_path):
-    config = small_config(output_dir=str(tmp_path / "run"), max_train_steps=3, checkpointing_steps=1, checkpoints_total_limit=2)
+    config = small_config(
+        output_dir=str(tmp_path / "run"), max_train_steps=3, checkpointing_steps=1, checkpoints_total_limit=2
+    )
     result = train(config)
     assert result.global_step == 3 and len(result.losses) == 3
     assert all(0 < loss < 10 for loss in result.losses)  # ln(9) = 2.2 is chance for 9 nodes
@@ -70,8 +72,14 @@ def test_few_steps_on_real_clips_write_loadable_checkpoints(tmp_path):
 def test_training_starts_from_an_inference_only_export_with_fresh_training_layers(tmp_path):
     start = tiny_encoder(seed=5)
     start.for_inference().save_pretrained(tmp_path / "export")
-    train(small_config(output_dir=str(tmp_path / "run"), max_train_steps=1, learning_rate=1e-9,
-                       init_encoder=str(tmp_path / "export")))
+    train(
+        small_config(
+            output_dir=str(tmp_path / "run"),
+            max_train_steps=1,
+            learning_rate=1e-9,
+            init_encoder=str(tmp_path / "export"),
+        )
+    )
     final = CRWEncoder.from_pretrained(tmp_path / "run" / "encoder")
     assert final.with_training_layers
     assert_tensors_close(final.trunk.conv1.weight, start.trunk.conv1.weight, atol=1e-6)  # the export's trunk
@@ -79,8 +87,9 @@ def test_training_starts_from_an_inference_only_export_with_fresh_training_layer
 
 
 def test_a_spent_time_budget_ends_the_run_with_a_final_checkpoint_and_encoder(tmp_path):
-    config = small_config(output_dir=str(tmp_path / "run"), max_train_steps=50, checkpointing_steps=100,
-                          max_train_minutes=1e-6)
+    config = small_config(
+        output_dir=str(tmp_path / "run"), max_train_steps=50, checkpointing_steps=100, max_train_minutes=1e-6
+    )
     result = train(config)
     assert result.global_step == 1 and len(result.losses) == 1
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-1"]
@@ -88,8 +97,14 @@ def test_a_spent_time_budget_ends_the_run_with_a_final_checkpoint_and_encoder(tm
 
 
 def test_periodic_validation_logs_label_propagation_j(tmp_path):
-    config = small_config(output_dir=str(tmp_path / "run"), max_train_steps=1, validation_data=str(DAVIS_ROOT),
-                          validation_resolution=DAVIS_RESOLUTION, validation_steps=1, validation_max_frames=3)
+    config = small_config(
+        output_dir=str(tmp_path / "run"),
+        max_train_steps=1,
+        validation_data=str(DAVIS_ROOT),
+        validation_resolution=DAVIS_RESOLUTION,
+        validation_steps=1,
+        validation_max_frames=3,
+    )
     train(config)
     records = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
     scores = next(r for r in records if "val/J/mean" in r)
@@ -117,7 +132,9 @@ def test_resume_repeats_the_uninterrupted_loss_trajectory(tmp_path):
     partial = tmp_path / "split" / ".checkpoint-4.partial"  # what a run killed while saving step 4 leaves
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"half a file")
-    rest = train(small_config(output_dir=str(tmp_path / "split"), max_train_steps=5, resume_from_checkpoint="latest", **base))
+    rest = train(
+        small_config(output_dir=str(tmp_path / "split"), max_train_steps=5, resume_from_checkpoint="latest", **base)
+    )
     assert not partial.exists()
     assert len(first.losses) == 3 and len(rest.losses) == 2 and rest.global_step == 5
     assert_tensors_close(torch.tensor(first.losses + rest.losses), torch.tensor(whole.losses), atol=1e-6, rtol=1e-6)
@@ -204,8 +221,15 @@ def test_two_processes_through_the_debug_launcher(tmp_path):
     )
     tests_dir = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ddp")], cwd=tests_dir, env=env,
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "ddp")],
+        cwd=tests_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     checkpoint = tmp_path / "ddp" / "checkpoint-1"
     assert {p.name for p in checkpoint.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
@@ -229,8 +253,22 @@ def test_a_folder_with_bad_videos_trains_and_counts_them(tmp_path, caplog):
 def test_cli_config_file_with_overrides(tmp_path, capsys):
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps({**small_config().to_dict(), "max_train_steps": 5, "learning_rate": 3e-4}))
-    code = main(["train", "--config", str(config_file), "--output-dir", str(tmp_path / "run"), "--max-train-steps", "1",
-                 "--node-mode", "frame", "--mixed-precision", "bf16", "--channels-last"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(config_file),
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--max-train-steps",
+            "1",
+            "--node-mode",
+            "frame",
+            "--mixed-precision",
+            "bf16",
+            "--channels-last",
+        ]
+    )
     assert code == 0
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert (saved["max_train_steps"], saved["learning_rate"], saved["node_mode"]) == (1, 3e-4, "frame")
@@ -257,6 +295,13 @@ def test_example_configs_are_valid(path):
 
 @requires_shared_data
 def test_one_step_on_the_shared_videos_in_frame_mode(tmp_path):
-    result = train(small_config(data=[str(SHARED_DATA / "videos")], node_mode="frame", output_dir=str(tmp_path / "run"),
-                                max_train_steps=1, clips_per_video=1))
+    result = train(
+        small_config(
+            data=[str(SHARED_DATA / "videos")],
+            node_mode="frame",
+            output_dir=str(tmp_path / "run"),
+            max_train_steps=1,
+            clips_per_video=1,
+        )
+    )
     assert result.global_step == 1 and result.skipped_videos == 0

@@ -39,26 +39,32 @@ def fresh_accelerate_state():
 # 1. Types and ranges.
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"batch_size": "two"}, "`batch_size` must be an integer, but is 'two' (str)."),
-    ({"batch_size": True}, "`batch_size` must be an integer, but is True (bool)."),
-    ({"max_train_steps": 2.5}, "`max_train_steps` must be an integer or None, but is 2.5 (float)."),
-    ({"clip_len": 4.0}, "`clip_len` must be an integer, but is 4.0 (float)."),
-    ({"frame_crop_scale": 0.5}, "`frame_crop_scale` must be a pair of numbers, but is 0.5 (float)."),
-    ({"adam_betas": [0.9]}, "`adam_betas` must be a pair of numbers, but is [0.9] (list)."),
-    ({"patch_crop_ratio": [0.5, "wide"]}, "`patch_crop_ratio` must be a pair of numbers, but is [0.5, 'wide'] (list)."),
-    ({"lr_milestones": [20, 2.5]}, "`lr_milestones` must be a list of integers, but is [20, 2.5] (list)."),
-    ({"data": 5}, "`data` must be a list of strings, but is 5 (int)."),
-    ({"data": ["a", None]}, "`data` must be a list of strings, but is ['a', None] (list)."),
-    ({"fps": "8"}, "`fps` must be a finite number, but is '8' (str)."),
-    ({"temperature": float("nan")}, "`temperature` must be a finite number, but is nan (float)."),
-    ({"channels_last": "yes"}, "`channels_last` must be true or false, but is 'yes' (str)."),
-    ({"cache_dir": 3}, "`cache_dir` must be a string or None, but is 3 (int)."),
-    ({"node_mode": "patch"}, "`node_mode` must be one of 'grid', 'frame', but is 'patch' (str)."),
-    ({"mixed_precision": "fp32"}, "`mixed_precision` must be one of 'no', 'bf16', 'fp16', but is 'fp32' (str)."),
-    ({"arch": "resnet50"}, "`arch` must be one of 'resnet18', 'resnet18-small', but is 'resnet50' (str)."),
-    ({"report_to": "tensorbaord"}, "`report_to` must be one of 'auto', 'tensorboard', 'wandb', 'all', 'none'"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"batch_size": "two"}, "`batch_size` must be an integer, but is 'two' (str)."),
+        ({"batch_size": True}, "`batch_size` must be an integer, but is True (bool)."),
+        ({"max_train_steps": 2.5}, "`max_train_steps` must be an integer or None, but is 2.5 (float)."),
+        ({"clip_len": 4.0}, "`clip_len` must be an integer, but is 4.0 (float)."),
+        ({"frame_crop_scale": 0.5}, "`frame_crop_scale` must be a pair of numbers, but is 0.5 (float)."),
+        ({"adam_betas": [0.9]}, "`adam_betas` must be a pair of numbers, but is [0.9] (list)."),
+        (
+            {"patch_crop_ratio": [0.5, "wide"]},
+            "`patch_crop_ratio` must be a pair of numbers, but is [0.5, 'wide'] (list).",
+        ),
+        ({"lr_milestones": [20, 2.5]}, "`lr_milestones` must be a list of integers, but is [20, 2.5] (list)."),
+        ({"data": 5}, "`data` must be a list of strings, but is 5 (int)."),
+        ({"data": ["a", None]}, "`data` must be a list of strings, but is ['a', None] (list)."),
+        ({"fps": "8"}, "`fps` must be a finite number, but is '8' (str)."),
+        ({"temperature": float("nan")}, "`temperature` must be a finite number, but is nan (float)."),
+        ({"channels_last": "yes"}, "`channels_last` must be true or false, but is 'yes' (str)."),
+        ({"cache_dir": 3}, "`cache_dir` must be a string or None, but is 3 (int)."),
+        ({"node_mode": "patch"}, "`node_mode` must be one of 'grid', 'frame', but is 'patch' (str)."),
+        ({"mixed_precision": "fp32"}, "`mixed_precision` must be one of 'no', 'bf16', 'fp16', but is 'fp32' (str)."),
+        ({"arch": "resnet50"}, "`arch` must be one of 'resnet18', 'resnet18-small', but is 'resnet50' (str)."),
+        ({"report_to": "tensorbaord"}, "`report_to` must be one of 'auto', 'tensorboard', 'wandb', 'all', 'none'"),
+    ],
+)
 def test_wrong_types_name_the_field_the_rule_and_the_value(values, message):
     with pytest.raises(ValueError) as err:
         TrainConfig(**values)
@@ -95,13 +101,16 @@ def write_config(path: Path, values: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"batch_size": "two"}, "`batch_size` must be an integer, but is 'two' (str)."),
-    ({"frame_crop_scale": 0.5}, "`frame_crop_scale` must be a pair of numbers, but is 0.5 (float)."),
-    ({"data": 5}, "`data` must be a list of strings, but is 5 (int)."),
-    ({"max_train_steps": 2.5}, "`max_train_steps` must be an integer or None, but is 2.5 (float)."),
-    ({"clip_len": 2}, "`clip_len` must be >= 3"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"batch_size": "two"}, "`batch_size` must be an integer, but is 'two' (str)."),
+        ({"frame_crop_scale": 0.5}, "`frame_crop_scale` must be a pair of numbers, but is 0.5 (float)."),
+        ({"data": 5}, "`data` must be a list of strings, but is 5 (int)."),
+        ({"max_train_steps": 2.5}, "`max_train_steps` must be an integer or None, but is 2.5 (float)."),
+        ({"clip_len": 2}, "`clip_len` must be >= 3"),
+    ],
+)
 def test_config_file_errors_are_one_line_naming_the_file(tmp_path, capsys, values, message):
     path = write_config(tmp_path / "bad.json", {"data": [str(CLIPS)], **values})
     assert main(["train", "--config", str(path), "--output-dir", str(tmp_path / "run")]) == 1
@@ -161,7 +170,9 @@ def test_train_help_has_no_markup(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "`" not in out and ":func:" not in out
-    assert "--batch-size BATCH_SIZE\n" in out and "Clips per process per micro-batch. Default: 20." in " ".join(out.split())
+    assert "--batch-size BATCH_SIZE\n" in out and "Clips per process per micro-batch. Default: 20." in " ".join(
+        out.split()
+    )
     assert "{grid,frame}" in out and "{resnet18,resnet18-small}" in out
     assert "relative to the file's folder" in " ".join(out.split())
 
@@ -177,15 +188,18 @@ def test_report_to_defaults_to_auto():
     assert TrainConfig().report_to == "auto"
 
 
-@pytest.mark.parametrize(("report_to", "installed", "expected", "warns"), [
-    ("auto", set(), None, False),
-    ("auto", {"tensorboard"}, "tensorboard", False),
-    ("auto", {"tensorboardX"}, "tensorboard", False),
-    ("none", {"tensorboard"}, None, False),
-    ("tensorboard", set(), None, True),
-    ("tensorboard", {"tensorboard"}, "tensorboard", False),
-    ("wandb", set(), "wandb", False),  # accelerate itself says that wandb is missing
-])
+@pytest.mark.parametrize(
+    ("report_to", "installed", "expected", "warns"),
+    [
+        ("auto", set(), None, False),
+        ("auto", {"tensorboard"}, "tensorboard", False),
+        ("auto", {"tensorboardX"}, "tensorboard", False),
+        ("none", {"tensorboard"}, None, False),
+        ("tensorboard", set(), None, True),
+        ("tensorboard", {"tensorboard"}, "tensorboard", False),
+        ("wandb", set(), "wandb", False),  # accelerate itself says that wandb is missing
+    ],
+)
 def test_trackers(monkeypatch, caplog, report_to, installed, expected, warns):
     monkeypatch.setattr(loop.importlib.util, "find_spec", fake_find_spec(installed))
     with caplog.at_level(logging.WARNING, logger="walkreg"):
@@ -199,10 +213,17 @@ def test_trackers(monkeypatch, caplog, report_to, installed, expected, warns):
 def test_relative_paths_in_a_config_file_are_relative_to_its_folder(tmp_path, monkeypatch):
     folder = tmp_path / "project" / "configs"
     (folder / "encoder").mkdir(parents=True)
-    path = write_config(folder / "run.json", {
-        "data": ["../videos", str(CLIPS), "~/more"], "output_dir": "../runs/a", "cache_dir": "index",
-        "init_encoder": "encoder", "validation_data": "davis", "resume_from_checkpoint": "../runs/a/checkpoint-2",
-    })
+    path = write_config(
+        folder / "run.json",
+        {
+            "data": ["../videos", str(CLIPS), "~/more"],
+            "output_dir": "../runs/a",
+            "cache_dir": "index",
+            "init_encoder": "encoder",
+            "validation_data": "davis",
+            "resume_from_checkpoint": "../runs/a/checkpoint-2",
+        },
+    )
     monkeypatch.chdir(tmp_path)
     config = TrainConfig.from_file(Path("project") / "configs" / "run.json")
     assert config.data == [str(tmp_path / "project" / "videos"), str(CLIPS), str(Path("~/more").expanduser())]
@@ -225,8 +246,9 @@ def test_config_file_keeps_latest_and_hub_ids(tmp_path):
 def test_path_fields_are_the_string_fields_that_hold_paths():
     for name in PATH_FIELDS:
         assert name in TrainConfig.__dataclass_fields__
-        assert "relative to the file's folder" in " ".join(next(
-            a.help for a in train_parser()._actions if a.dest == name).split())
+        assert "relative to the file's folder" in " ".join(
+            next(a.help for a in train_parser()._actions if a.dest == name).split()
+        )
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

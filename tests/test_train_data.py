@@ -21,8 +21,17 @@ from walkreg.video import read_video, write_frames
 
 
 def small_config(**overrides) -> TrainConfig:
-    values = {"data": [str(CLIPS)], "arch": "resnet18-small", "frame_size": 64, "patch_size": 32, "patch_stride": 16,
-              "batch_size": 2, "clips_per_video": 2, "num_workers": 0, "report_to": "none"}
+    values = {
+        "data": [str(CLIPS)],
+        "arch": "resnet18-small",
+        "frame_size": 64,
+        "patch_size": 32,
+        "patch_stride": 16,
+        "batch_size": 2,
+        "clips_per_video": 2,
+        "num_workers": 0,
+        "report_to": "none",
+    }
     return TrainConfig(**{**values, **overrides})
 
 
@@ -36,7 +45,10 @@ def test_find_videos_tree_list_and_frame_folders(tmp_path):
 
     found = find_videos([str(tmp_path / "kinetics"), str(tmp_path / "frames")])
     assert [p.split("/")[-1] for p in found] == ["carphone.mp4", "cups.mp4", "seq"]
-    assert find_videos([str(tmp_path / "list.txt")]) == [str(tree / "cooking" / "carphone.mp4"), str(tmp_path / "frames" / "seq")]
+    assert find_videos([str(tmp_path / "list.txt")]) == [
+        str(tree / "cooking" / "carphone.mp4"),
+        str(tmp_path / "frames" / "seq"),
+    ]
     with pytest.raises(ValueError, match="`data`.*does not exist"):
         find_videos([str(tmp_path / "missing")])
 
@@ -157,7 +169,9 @@ def test_truncated_videos_keep_their_decodable_head_when_decoded_or_preloaded(tm
     config = small_config(data=[str(tmp_path)], fps=0)
     entries = build_index(find_videos(config.data), None, disable_progress=True)
     decoded, preloaded = ClipDataset(entries, config), ClipDataset(entries, config)
-    good, cut, short = (next(i for i, e in enumerate(entries) if e.path.endswith(n)) for n in ("good.mp4", "cut.mp4", "short"))
+    good, cut, short = (
+        next(i for i, e in enumerate(entries) if e.path.endswith(n)) for n in ("good.mp4", "cut.mp4", "short")
+    )
     assert len(decoded.frames[cut]) == 24  # the header promises all 24 frames
 
     held = preloaded.preload(disable_progress=True)
@@ -183,8 +197,24 @@ def test_prepared_footage_has_the_trainers_frames_and_keeps_a_truncated_videos_h
     frames = write_frames(tmp_path / "src" / "cut", read_video(CLIPS / "cups.mp4"))
     frames[12].write_bytes(b"not a png")
     script = Path(__file__).parents[1] / "examples" / "prepare_training_footage.py"
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), "--out", str(tmp_path / "out"), "--fps",
-                             "8", "--short-side", "128", "--frame-folder-fps", "8"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "src"),
+            "--out",
+            str(tmp_path / "out"),
+            "--fps",
+            "8",
+            "--short-side",
+            "128",
+            "--frame-folder-fps",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert "cut: keeping the frames before the error" in result.stderr and "garbage.mp4: left out" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["carphone.mp4", "cut.mp4"]

@@ -93,7 +93,10 @@ def test_davis_annotations_both_formats(tmp_path):
     assert set(np.unique(binary)) == {0, 1}
     video.write_annotation(tmp_path / "x.png", multi)
     assert np.array_equal(video.read_annotation(tmp_path / "x.png"), multi)
-    with av.open(str(tmp_path / "x.png")) as ours, av.open(str(DAVIS2017_ROOT / "Annotations" / "480p" / "tennis" / "00000.png")) as genuine:
+    with (
+        av.open(str(tmp_path / "x.png")) as ours,
+        av.open(str(DAVIS2017_ROOT / "Annotations" / "480p" / "tennis" / "00000.png")) as genuine,
+    ):
         ours_palette = next(ours.decode(video=0)).to_ndarray()[1]
         genuine_palette = next(genuine.decode(video=0)).to_ndarray()[1]
     assert np.array_equal(ours_palette[:3], genuine_palette[:3])  # background and objects 1, 2 share colours

@@ -19,9 +19,6 @@ DAVIS2017_ROOT = FIXTURES / "davis2017"  # tennis: 2 objects + void, genuine DAV
 CLIPS = FIXTURES / "clips"  # carphone.mp4 (24 frames, 176x144), cups.mp4 (16 frames, 428x240)
 SHARED_DATA = Path(os.environ.get("WALKREG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
-slow = pytest.mark.skipif(
-    os.environ.get("WALKREG_RUN_SLOW", "") in ("", "0"), reason="slow test: set WALKREG_RUN_SLOW=1 to run it"
-)
 requires_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
 
 
@@ -40,7 +37,9 @@ def shift_frame(frame: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out.squeeze(0) if frame.ndim == 3 else out
 
 
-def synthetic_video(num_frames: int, height: int, width: int, shift: tuple[int, int] = (0, 8), seed: int = 0) -> torch.Tensor:
+def synthetic_video(
+    num_frames: int, height: int, width: int, shift: tuple[int, int] = (0, 8), seed: int = 0
+) -> torch.Tensor:
     """A smooth random texture translated by ``shift`` pixels per frame: ``(T, 3, H, W)`` in [0, 1]."""
     g = torch.Generator().manual_seed(seed)
     texture = torch.rand(1, 3, height // 4 + 1, width // 4 + 1, generator=g)
@@ -56,4 +55,6 @@ def assert_tensors_close(actual: torch.Tensor, expected: torch.Tensor, atol: flo
     bad = diff > bound
     if bad.any():
         where = tuple(int(i) for i in torch.nonzero(bad)[0])
-        raise AssertionError(f"{int(bad.sum())} of {diff.numel()} elements differ; max diff {diff.max().item():.3e}; first at {where}")
+        raise AssertionError(
+            f"{int(bad.sum())} of {diff.numel()} elements differ; max diff {diff.max().item():.3e}; first at {where}"
+        )

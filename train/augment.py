@@ -95,6 +95,8 @@ def augment_clip(frames: torch.Tensor, config, rng: random.Random) -> torch.Tens
     for frame in frames:
         crop = crop_frame(frame, config.frame_size, config.frame_crop_scale, config.frame_crop_ratio, rng)
         if config.node_mode == "grid":
-            crop = grid_patches(crop, config.patch_size, config.patch_stride, config.patch_crop_scale, config.patch_crop_ratio, rng)
+            crop = grid_patches(
+                crop, config.patch_size, config.patch_stride, config.patch_crop_scale, config.patch_crop_ratio, rng
+            )
         views.append(crop)
     return normalize(torch.stack(views))

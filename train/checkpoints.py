@@ -119,8 +119,11 @@ def check_safe_to_load(checkpoint: Path) -> None:
     ``accelerator.load_state`` may do afterwards calls nothing but those. Raises a
     ``ValueError`` naming the first file that fails; ``--trust-checkpoint`` skips this check.
     """
-    files = sorted(p for p in Path(checkpoint).rglob("*")
-                   if p.is_file() and p.suffix not in NOT_PICKLES and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in Path(checkpoint).rglob("*")
+        if p.is_file() and p.suffix not in NOT_PICKLES and not p.name.startswith(".")
+    )
     for path in files:
         try:
             with _allowing(_allowed_globals()):

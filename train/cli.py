@@ -63,14 +63,18 @@ def _flag_help(field: dataclasses.Field) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config`` and one option per :class:`TrainConfig` field, with its docstring entry and default as help."""
     parser.add_argument(
-        "--config", metavar="FILE.json",
+        "--config",
+        metavar="FILE.json",
         help="JSON object of TrainConfig fields (the options below, with underscores) used as defaults; options given "
-             "on the command line override them. Relative paths in it are relative to the file's folder.",
+        "on the command line override them. Relative paths in it are relative to the file's folder.",
     )
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         parser.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, default=argparse.SUPPRESS, help=_flag_help(f),
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            help=_flag_help(f),
             **_flag_kwargs(hints[f.name]),
         )
 
@@ -91,10 +95,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         from .loop import train  # accelerate is imported only when a run starts
     except ImportError as err:
-        raise ImportError(f"`walkreg train` needs accelerate ({err}); install it with `pip install 'walkreg[train]'`.") from err
+        raise ImportError(
+            f"`walkreg train` needs accelerate ({err}); install it with `pip install 'walkreg[train]'`."
+        ) from err
 
     _setup_logging()
     result = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
-        sys.stdout.write(f"trained {result.global_step} steps; encoder: {os.path.join(config.output_dir, 'encoder')}\n")
+        sys.stdout.write(
+            f"trained {result.global_step} steps; encoder: {os.path.join(config.output_dir, 'encoder')}\n"
+        )
     return 0

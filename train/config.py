@@ -168,15 +168,27 @@ class TrainConfig:
 
     def _check_ranges(self) -> None:
         """The range checks (the types are right by now); a ValueError names the field, the rule and the value."""
-        positive = ("clip_len", "clips_per_video", "frame_size", "patch_size", "patch_stride", "batch_size",
-                    "gradient_accumulation_steps", "num_epochs", "checkpointing_steps", "logging_steps")
+        positive = (
+            "clip_len",
+            "clips_per_video",
+            "frame_size",
+            "patch_size",
+            "patch_stride",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "num_epochs",
+            "checkpointing_steps",
+            "logging_steps",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, but is {getattr(self, name)}.")
         if self.clip_len < 3:
             raise ValueError(f"`clip_len` must be >= 3 to form a palindrome walk, but is {self.clip_len}.")
         if self.fps < 0 or not self.frame_folder_fps > 0:
-            raise ValueError(f"`fps` must be >= 0 and `frame_folder_fps` > 0, but are {self.fps} and {self.frame_folder_fps}.")
+            raise ValueError(
+                f"`fps` must be >= 0 and `frame_folder_fps` > 0, but are {self.fps} and {self.frame_folder_fps}."
+            )
         if self.node_mode == "grid" and self.patch_size > self.frame_size:
             raise ValueError(f"`patch_size` must be <= `frame_size`, but is {self.patch_size} > {self.frame_size}.")
         for name in ("frame_crop_scale", "patch_crop_scale"):
@@ -321,8 +333,12 @@ def _convert_scalar(hint: type, value: typing.Any) -> typing.Any:
     raise _Mismatch
 
 
-_NOUNS = {bool: ("true or false", "booleans"), int: ("an integer", "integers"), float: ("a finite number", "numbers"),
-          str: ("a string", "strings")}
+_NOUNS = {
+    bool: ("true or false", "booleans"),
+    int: ("an integer", "integers"),
+    float: ("a finite number", "numbers"),
+    str: ("a string", "strings"),
+}
 
 
 def _describe(hint: typing.Any) -> str:

@@ -50,6 +50,7 @@ MAX_RETRIES = 50
 
 # -- discovery ------------------------------------------------------------------------------------------------------
 
+
 def _walk(folder: Path) -> list[str]:
     found = []
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -90,6 +91,7 @@ def find_videos(sources: list[str]) -> list[str]:
 
 # -- index ----------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class VideoEntry:
     """One indexed video; ``error`` is set (and the rest zero) when it could not be probed."""
@@ -121,7 +123,9 @@ def _stamp(path: str) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def build_index(paths: list[str], cache_file: str | os.PathLike | None, num_workers: int = 8, disable_progress: bool = False) -> list[VideoEntry]:
+def build_index(
+    paths: list[str], cache_file: str | os.PathLike | None, num_workers: int = 8, disable_progress: bool = False
+) -> list[VideoEntry]:
     """Probe every video once; reuse ``cache_file`` entries whose size and mtime still match.
 
     The cache is rewritten (atomically) every 2000 new probes, so an interrupted index build resumes.
@@ -148,7 +152,9 @@ def build_index(paths: list[str], cache_file: str | os.PathLike | None, num_work
     todo = [p for p in paths if p not in cache or cache[p]["stamp"] != stamps[p] or stamps[p] is None]
     if todo:
         with ThreadPoolExecutor(max(1, num_workers)) as pool:
-            bar = progress(pool.map(_probe, todo), desc="indexing videos", total=len(todo), unit="video", disable=disable_progress)
+            bar = progress(
+                pool.map(_probe, todo), desc="indexing videos", total=len(todo), unit="video", disable=disable_progress
+            )
             for count, entry in enumerate(bar, 1):
                 cache[entry.path] = {"stamp": stamps[entry.path], **asdict(entry)}
                 if count % 2000 == 0:
@@ -166,6 +172,7 @@ def source_indices(num_frames: int, fps: float, target_fps: float) -> list[int]:
 
 
 # -- decoding -------------------------------------------------------------------------------------------------------
+
 
 def _scaled_size(height: int, width: int, short_side: int | None) -> tuple[int, int] | None:
     if short_side is None or min(height, width) == short_side:
@@ -270,6 +277,7 @@ def iter_resampled(entry: VideoEntry, indices: list[int], short_side: int | None
 
 # -- dataset and sampler --------------------------------------------------------------------------------------------
 
+
 class ClipDataset(torch.utils.data.Dataset):
     """Clips of indexed videos, keyed by ``(video, clip_start, seed)`` tuples from :class:`ClipSampler`.
 
@@ -308,7 +316,9 @@ class ClipDataset(torch.utils.data.Dataset):
         (:meth:`keep_head`); one that yields too few is marked bad, as at clip time. Returns the bytes held.
         """
         preloaded = []
-        for video, entry in enumerate(progress(self.entries, desc="preloading frames", unit="video", disable=disable_progress)):
+        for video, entry in enumerate(
+            progress(self.entries, desc="preloading frames", unit="video", disable=disable_progress)
+        ):
             frames = []
             try:
                 for frame in iter_resampled(entry, self.frames[video], self.config.frame_size):
@@ -356,14 +366,19 @@ class ClipDataset(torch.utils.data.Dataset):
                 if start >= self.num_clips[video]:  # the video was cut to its decodable head after this was drawn
                     start = rng.randrange(self.num_clips[video])
                 try:
-                    return {"clip": augment_clip(self._clip_frames(video, start), self.config, rng), "skipped": skipped}
+                    return {
+                        "clip": augment_clip(self._clip_frames(video, start), self.config, rng),
+                        "skipped": skipped,
+                    }
                 except VideoReadError as err:
                     decodable = getattr(err, "first_missing", 0)  # 0: the video cannot be opened at all
                     if self.keep_head(video, sum(i < decodable for i in self.frames[video]), err):
                         continue
                     skipped += 1
             if skipped > MAX_RETRIES or len(self.bad) == len(self.entries):
-                raise RuntimeError(f"No readable video after {skipped} failed decodes (last: {self.entries[video].path!r}).")
+                raise RuntimeError(
+                    f"No readable video after {skipped} failed decodes (last: {self.entries[video].path!r})."
+                )
             video = rng.randrange(len(self.entries))
             start = rng.randrange(self.num_clips[video])
 
@@ -378,7 +393,15 @@ class ClipSampler(torch.utils.data.Sampler):
     many of this process's first clips (resume).
     """
 
-    def __init__(self, num_clips: list[int], clips_per_video: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        num_clips: list[int],
+        clips_per_video: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.num_clips, self.clips_per_video, self.batch_size = num_clips, clips_per_video, batch_size
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch, self.skip = 0, 0
@@ -414,12 +437,21 @@ def collate(samples: list[dict]) -> dict:
     return {"clip": torch.stack([s["clip"] for s in samples]), "skipped": sum(s["skipped"] for s in samples)}
 
 
-def make_loader(dataset: ClipDataset, sampler: ClipSampler, config, device: torch.device) -> torch.utils.data.DataLoader:
+def make_loader(
+    dataset: ClipDataset, sampler: ClipSampler, config, device: torch.device
+) -> torch.utils.data.DataLoader:
     """The training loader: ``config.num_workers`` persistent workers (they keep their list of videos that failed
     to decode), pinned memory and spawned workers for CUDA, batches ``{"clip": (B, ...), "skipped": int}``."""
     cuda = device.type == "cuda"
     return torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers, collate_fn=collate,
-        drop_last=True, pin_memory=cuda, generator=torch.Generator(), persistent_workers=config.num_workers > 0,
+        dataset,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        collate_fn=collate,
+        drop_last=True,
+        pin_memory=cuda,
+        generator=torch.Generator(),
+        persistent_workers=config.num_workers > 0,
         multiprocessing_context="spawn" if config.num_workers and cuda else None,
     )

@@ -223,11 +223,18 @@ def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> 
     # 1. Data: the index is built by the main process first and read from its cache by the others.
     with accelerator.main_process_first():
         paths = find_videos(config.data)
-        entries = build_index(paths, _index_file(config), num_workers=max(config.num_workers, 4), disable_progress=not main)
+        entries = build_index(
+            paths, _index_file(config), num_workers=max(config.num_workers, 4), disable_progress=not main
+        )
     dataset = ClipDataset(entries, config)
     logger.info(
         "Indexed %d videos: %d usable, %d unreadable, %d shorter than %d frames at %g fps.",
-        len(entries), len(dataset), len(dataset.unreadable), len(dataset.too_short), config.clip_len, config.fps,
+        len(entries),
+        len(dataset),
+        len(dataset.unreadable),
+        len(dataset.too_short),
+        config.clip_len,
+        config.fps,
     )
     for entry in dataset.unreadable[:10]:
         logger.warning("Unreadable video left out: %s", entry.error)
@@ -235,19 +242,31 @@ def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> 
         held = dataset.preload(disable_progress=not main)
         logger.info("Preloaded the frames of %d videos: %.0f MB.", len(dataset) - len(dataset.bad), held / 1e6)
     per_update = config.batch_size * config.gradient_accumulation_steps
-    sampler = ClipSampler(dataset.num_clips, config.clips_per_video, per_update, config.seed,
-                          accelerator.process_index, accelerator.num_processes)
+    sampler = ClipSampler(
+        dataset.num_clips,
+        config.clips_per_video,
+        per_update,
+        config.seed,
+        accelerator.process_index,
+        accelerator.num_processes,
+    )
     loader = make_loader(dataset, sampler, config, accelerator.device)
     steps_per_epoch = sampler.per_rank // per_update
     max_steps = config.max_train_steps or config.num_epochs * steps_per_epoch
 
     # 2. Model, optimizer, per-iteration schedule (not prepared: it must step once per update, not per process).
-    encoder = CRWEncoder.from_pretrained(config.init_encoder).for_training() if config.init_encoder else CRWEncoder(arch=config.arch)
+    encoder = (
+        CRWEncoder.from_pretrained(config.init_encoder).for_training()
+        if config.init_encoder
+        else CRWEncoder(arch=config.arch)
+    )
     encoder.train()
     if config.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
     model = WalkNodes(encoder, config.node_mode)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate, betas=config.adam_betas, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, betas=config.adam_betas, weight_decay=config.weight_decay
+    )
     milestones = [m * steps_per_epoch for m in config.lr_milestones]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=config.lr_gamma)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -266,13 +285,21 @@ def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> 
     logger.info(
         "Running training: %d clips per epoch over %d processes, batch %d per process x %d accumulation = %d clips "
         "per update, %d updates per epoch, %d updates in all (from step %d).",
-        sampler.per_rank * accelerator.num_processes, accelerator.num_processes, config.batch_size,
-        config.gradient_accumulation_steps, per_update * accelerator.num_processes, steps_per_epoch, max_steps, global_step,
+        sampler.per_rank * accelerator.num_processes,
+        accelerator.num_processes,
+        config.batch_size,
+        config.gradient_accumulation_steps,
+        per_update * accelerator.num_processes,
+        steps_per_epoch,
+        max_steps,
+        global_step,
     )
 
     # 4. Loop.
     metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    bar = progress(total=max_steps, initial=global_step, desc="train", unit="step", disable=not accelerator.is_local_main_process)
+    bar = progress(
+        total=max_steps, initial=global_step, desc="train", unit="step", disable=not accelerator.is_local_main_process
+    )
     epoch, skip = divmod(global_step, steps_per_epoch)
     sums = torch.zeros(5, device=accelerator.device)  # loss, accuracy, clips, skipped videos, out of time
     tick = start = time.perf_counter()
@@ -283,13 +310,18 @@ def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> 
         for batch in loader:
             clips = batch["clip"].to(accelerator.device, non_blocking=True)
             with accelerator.accumulate(model):
-                out = walk_back_loss(model(clips).float(), config.temperature, config.edge_dropout, dropout_rng.generator)
+                out = walk_back_loss(
+                    model(clips).float(), config.temperature, config.edge_dropout, dropout_rng.generator
+                )
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-            sums += torch.tensor([out.loss.item(), out.cycle_accuracies.mean().item(), len(clips), batch["skipped"], 0.0], device=sums.device)
+            sums += torch.tensor(
+                [out.loss.item(), out.cycle_accuracies.mean().item(), len(clips), batch["skipped"], 0.0],
+                device=sums.device,
+            )
             if not accelerator.sync_gradients:
                 continue
             scheduler.step()
@@ -297,20 +329,30 @@ def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> 
             sums[4] = float(budget_s is not None and time.perf_counter() - start > budget_s)
             totals = accelerator.reduce(sums, reduction="sum").tolist()
             if totals[4] > 0 and global_step < max_steps:  # every process stops at the same step
-                logger.info("`max_train_minutes`=%g spent: ending the run at step %d.", config.max_train_minutes, global_step)
+                logger.info(
+                    "`max_train_minutes`=%g spent: ending the run at step %d.", config.max_train_minutes, global_step
+                )
                 max_steps = global_step
             sums.zero_()
             micro = config.gradient_accumulation_steps * accelerator.num_processes
             now = time.perf_counter()
-            logs = {"train/loss": totals[0] / micro, "train/cycle_accuracy": totals[1] / micro,
-                    "train/clips_per_s": totals[2] / (now - tick), "lr": scheduler.get_last_lr()[0]}
+            logs = {
+                "train/loss": totals[0] / micro,
+                "train/cycle_accuracy": totals[1] / micro,
+                "train/clips_per_s": totals[2] / (now - tick),
+                "lr": scheduler.get_last_lr()[0],
+            }
             tick = now
             result.losses.append(logs["train/loss"])
             result.cycle_accuracies.append(logs["train/cycle_accuracy"])
             result.skipped_videos += int(totals[3])
             bar.update(1)
-            bar.set_postfix(loss=f"{logs['train/loss']:.4f}", acc=f"{logs['train/cycle_accuracy']:.3f}",
-                            clips_s=f"{logs['train/clips_per_s']:.1f}", skipped=result.skipped_videos)
+            bar.set_postfix(
+                loss=f"{logs['train/loss']:.4f}",
+                acc=f"{logs['train/cycle_accuracy']:.3f}",
+                clips_s=f"{logs['train/clips_per_s']:.1f}",
+                skipped=result.skipped_videos,
+            )
             if global_step % config.logging_steps == 0 or global_step == max_steps:
                 logs["train/skipped_videos"] = result.skipped_videos
                 accelerator.log(logs, step=global_step)

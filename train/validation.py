@@ -47,6 +47,8 @@ def davis_j(encoder: CRWEncoder, root: str | Path, resolution: str = "480p", max
     """``{"<sequence>": J, ..., "mean": J}`` over every sequence under ``root``; the encoder is left in eval mode."""
     encoder.eval()
     root = Path(root)
-    results = {name: sequence_j(encoder, root, name, resolution, max_frames) for name in davis_sequences(root, resolution)}
+    results = {
+        name: sequence_j(encoder, root, name, resolution, max_frames) for name in davis_sequences(root, resolution)
+    }
     results["mean"] = float(np.nanmean(list(results.values()))) if results else float("nan")
     return results

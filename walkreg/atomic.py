@@ -238,6 +238,7 @@ def check_outputs_differ(
     standard streams) are skipped. Paths are compared after resolving links, ``..`` and ``./`` spellings and, when
     both exist, as one inode (hard links). Raises a ``ValueError`` naming both arguments and both paths.
     """
+
     def given(named: Mapping[str, PathLike | None] | None) -> list[tuple[str, str]]:
         pairs = [(name, os.fspath(value)) for name, value in (named or {}).items() if value is not None]
         return [(name, value) for name, value in pairs if value != "-"]

@@ -52,27 +52,35 @@ def load_crw_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
     if not hasattr(torch.serialization, "safe_globals"):
-        raise ImportError(f"Reading CRW checkpoints safely needs torch >= 2.5 (torch.serialization.safe_globals), "
-                          f"but torch is {torch.__version__}.")
+        raise ImportError(
+            f"Reading CRW checkpoints safely needs torch >= 2.5 (torch.serialization.safe_globals), "
+            f"but torch is {torch.__version__}."
+        )
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or zipfile errors for foreign files
         reason = " ".join(str(err).split())[:300]
-        raise ValueError(f"Cannot read {str(path)!r} as a safe torch checkpoint (weights_only=True, only "
-                         f"argparse.Namespace allowed): {reason}") from err
+        raise ValueError(
+            f"Cannot read {str(path)!r} as a safe torch checkpoint (weights_only=True, only "
+            f"argparse.Namespace allowed): {reason}"
+        ) from err
     if not isinstance(checkpoint, dict):
         raise ValueError(f"Checkpoint {str(path)!r} must hold a dict, but holds a {type(checkpoint).__name__}.")
     args = {}
     if "model" in checkpoint:
         state, namespace = checkpoint["model"], checkpoint.get("args")
         if isinstance(namespace, argparse.Namespace):
-            args = {k: v for k, v in vars(namespace).items() if isinstance(v, (str, int, float, bool, list, type(None)))}
+            args = {
+                k: v for k, v in vars(namespace).items() if isinstance(v, (str, int, float, bool, list, type(None)))
+            }
     else:
         state = checkpoint
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"Checkpoint {str(path)!r} must be a state dict of tensors or a dict with one under `model`, "
-                         f"but has entries {sorted(map(str, checkpoint))[:8]}.")
+        raise ValueError(
+            f"Checkpoint {str(path)!r} must be a state dict of tensors or a dict with one under `model`, "
+            f"but has entries {sorted(map(str, checkpoint))[:8]}."
+        )
     return state, args
 
 
@@ -84,7 +92,7 @@ def map_crw_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         name = _OLD_CONV.sub(r".\1.weight", name)
         for source, target in _PREFIXES:
             if name.startswith(source):
-                new = target + name[len(source):]
+                new = target + name[len(source) :]
                 if new in mapped:
                     raise ValueError(f"Checkpoint keys collide: two keys map to {new!r} (the second is {key!r}).")
                 mapped[new] = tensor
@@ -92,19 +100,25 @@ def map_crw_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             unmapped.append(key)
     if unmapped:
-        raise ValueError(f"Checkpoint has {len(unmapped)} keys with no walkreg counterpart: "
-                         f"{', '.join(unmapped[:8])}{' ...' if len(unmapped) > 8 else ''}.")
+        raise ValueError(
+            f"Checkpoint has {len(unmapped)} keys with no walkreg counterpart: "
+            f"{', '.join(unmapped[:8])}{' ...' if len(unmapped) > 8 else ''}."
+        )
     return mapped
 
 
 def _architecture(state: dict[str, torch.Tensor]) -> tuple[str, int]:
     """``(arch, embed_dim)`` read from the mapped tensors' shapes."""
-    widths = tuple(state[f"trunk.{layer}.0.conv1.weight"].shape[0] if f"trunk.{layer}.0.conv1.weight" in state else -1
-                   for layer in ("layer1", "layer2", "layer3", "layer4"))
+    widths = tuple(
+        state[f"trunk.{layer}.0.conv1.weight"].shape[0] if f"trunk.{layer}.0.conv1.weight" in state else -1
+        for layer in ("layer1", "layer2", "layer3", "layer4")
+    )
     arch = next((name for name, w in ARCHITECTURES.items() if w == widths), None)
     if arch is None:
-        raise ValueError(f"Checkpoint layer widths {widths} match no walkreg architecture "
-                         f"({', '.join(f'{k}: {v}' for k, v in ARCHITECTURES.items())}).")
+        raise ValueError(
+            f"Checkpoint layer widths {widths} match no walkreg architecture "
+            f"({', '.join(f'{k}: {v}' for k, v in ARCHITECTURES.items())})."
+        )
     if "head.weight" not in state:
         raise ValueError("Checkpoint has no node-embedding head (`selfsim_fc.0.weight`).")
     return arch, state["head.weight"].shape[0]
@@ -116,7 +130,9 @@ def convert_crw_checkpoint(path: str | os.PathLike) -> tuple[CRWEncoder, dict]:
     state = map_crw_keys(raw)
     arch, embed_dim = _architecture(state)
     encoder = CRWEncoder(arch=arch, embed_dim=embed_dim)
-    load_state_dict_strict(encoder, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, str(path))
+    load_state_dict_strict(
+        encoder, {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, str(path)
+    )
     return encoder.eval(), args
 
 

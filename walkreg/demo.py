@@ -70,7 +70,9 @@ class DemoResult:
     config: ScoreConfig
 
 
-def run_demo(clip: str | os.PathLike, encoder_name: str = "default", frames: int | None = None, seed: int = 0) -> DemoResult:
+def run_demo(
+    clip: str | os.PathLike, encoder_name: str = "default", frames: int | None = None, seed: int = 0
+) -> DemoResult:
     """Edit ``clip`` frame by frame (:func:`flickering_edit`), stabilise the edit along the source's correspondences
     and score both edits against the source (with the flow baseline when OpenCV is installed)."""
     source = read_video(clip, max_frames=frames)
@@ -78,10 +80,16 @@ def run_demo(clip: str | os.PathLike, encoder_name: str = "default", frames: int
         raise ValueError(f"`clip` {str(clip)!r} needs at least 2 frames, but has {source.shape[0]}.")
     encoder = create_features(encoder_name)
     edited = flickering_edit(source, seed=seed)
-    stabilised = torch.stack(list(progress(stabilize(source, edited, encoder, StabilizeConfig()), desc="stabilize", total=len(source))))
-    config = ScoreConfig(include_flow=importlib.util.find_spec("cv2") is not None, num_worst=6, preview_frames=len(source))
-    scores = {name: score_clip(video, encoder, source, config, num_frames=len(source), progress_desc=f"score {name}")
-              for name, video in (("per_frame_edit", edited), ("walkreg", stabilised))}
+    stabilised = torch.stack(
+        list(progress(stabilize(source, edited, encoder, StabilizeConfig()), desc="stabilize", total=len(source)))
+    )
+    config = ScoreConfig(
+        include_flow=importlib.util.find_spec("cv2") is not None, num_worst=6, preview_frames=len(source)
+    )
+    scores = {
+        name: score_clip(video, encoder, source, config, num_frames=len(source), progress_desc=f"score {name}")
+        for name, video in (("per_frame_edit", edited), ("walkreg", stabilised))
+    }
     return DemoResult(source, edited, stabilised, scores, config)
 
 
@@ -89,8 +97,18 @@ def write_demo(out: str | os.PathLike, result: DemoResult, clip: str | os.PathLi
     """Write the demo's videos, ``scores.json`` and (with matplotlib) its reports into ``out``, all or none."""
     out = Path(out)
     fps = probe_video(clip).fps or 15.0
-    bodies = {name: {"schema": SCHEMA, "edited": f"{name}.mp4", "source": str(clip), "encoder": encoder_name,
-                     "fps": fps, "config": asdict(result.config), **score.to_dict()} for name, score in result.scores.items()}
+    bodies = {
+        name: {
+            "schema": SCHEMA,
+            "edited": f"{name}.mp4",
+            "source": str(clip),
+            "encoder": encoder_name,
+            "fps": fps,
+            "config": asdict(result.config),
+            **score.to_dict(),
+        }
+        for name, score in result.scores.items()
+    }
     side_by_side = torch.cat([result.source, result.edited, result.stabilised], dim=-1)
     with atomic.output_set() as outputs:
         outputs.write(out / "per_frame_edit.mp4", lambda tmp: write_video(tmp, result.edited, fps=fps))
@@ -101,5 +119,7 @@ def write_demo(out: str | os.PathLike, result: DemoResult, clip: str | os.PathLi
             from walkreg.report import render_report
 
             outputs.write_text(out / "report.html", render_report(bodies["walkreg"], result.scores["walkreg"]))
-            outputs.write_text(out / "report_per_frame_edit.html",
-                               render_report(bodies["per_frame_edit"], result.scores["per_frame_edit"]))
+            outputs.write_text(
+                out / "report_per_frame_edit.html",
+                render_report(bodies["per_frame_edit"], result.scores["per_frame_edit"]),
+            )

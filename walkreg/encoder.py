@@ -138,7 +138,9 @@ class CRWEncoder(
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"`mean` and `std` need 3 values each, with `std` > 0, but are {mean} and {std}.")
         if not with_training_layers and feature_layer == "layer4":
-            raise ValueError("`feature_layer` must be at most 'layer3' when `with_training_layers` is False, but is 'layer4'.")
+            raise ValueError(
+                "`feature_layer` must be at most 'layer3' when `with_training_layers` is False, but is 'layer4'."
+            )
         self.arch, self.feature_layer, self.embed_dim = arch, feature_layer, embed_dim
         self.with_training_layers = with_training_layers
         widths = ARCHITECTURES[arch]
@@ -242,7 +244,13 @@ class CRWEncoder(
     def _config(self) -> dict:
         """Constructor arguments of this encoder, less ``with_training_layers``."""
         mean, std = ([round(v, 6) for v in t.flatten().tolist()] for t in (self.mean, self.std))
-        return {"arch": self.arch, "feature_layer": self.feature_layer, "embed_dim": self.embed_dim, "mean": mean, "std": std}
+        return {
+            "arch": self.arch,
+            "feature_layer": self.feature_layer,
+            "embed_dim": self.embed_dim,
+            "mean": mean,
+            "std": std,
+        }
 
     def for_inference(self, dtype: torch.dtype | None = None) -> CRWEncoder:
         """An inference-only copy (no ``layer4``, no head) with the same :meth:`forward`, in eval mode.
@@ -285,16 +293,22 @@ class CRWEncoder(
         """
         if pretrained_model_name_or_path is None:
             if not (BUNDLED_ENCODER / WEIGHTS_NAME).is_file():
-                raise FileNotFoundError(f"This walkreg installation has no bundled encoder at {str(BUNDLED_ENCODER)!r}.")
+                raise FileNotFoundError(
+                    f"This walkreg installation has no bundled encoder at {str(BUNDLED_ENCODER)!r}."
+                )
             pretrained_model_name_or_path = BUNDLED_ENCODER
         path = str(pretrained_model_name_or_path)
         local = os.path.isabs(path) or path.startswith(".") or path.count("/") != 1 or os.path.exists(path)
         if local and not os.path.isdir(path):
-            raise FileNotFoundError(f"`pretrained_model_name_or_path` must be an encoder directory, but {path!r} is not one.")
+            raise FileNotFoundError(
+                f"`pretrained_model_name_or_path` must be an encoder directory, but {path!r} is not one."
+            )
         return super().from_pretrained(path, **kwargs)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs) -> CRWEncoder:
+    def _from_pretrained(
+        cls, *, model_id: str, map_location: str = "cpu", strict: bool = True, **kwargs
+    ) -> CRWEncoder:
         """Strict loading; the error names every missing and unexpected key and every shape mismatch."""
         if os.path.isdir(model_id):
             weights = os.path.join(model_id, WEIGHTS_NAME)
@@ -321,7 +335,9 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if k in state and state[k].shape != v.shape
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
     ]
     problems = []
     if missing and strict:

@@ -53,8 +53,13 @@ class ObjectScores:
     f_per_frame: list[float]
 
     def to_dict(self) -> dict:
-        return {"object": self.object_id, "J": self.j.to_dict(), "F": self.f.to_dict(),
-                "J_per_frame": self.j_per_frame, "F_per_frame": self.f_per_frame}
+        return {
+            "object": self.object_id,
+            "J": self.j.to_dict(),
+            "F": self.f.to_dict(),
+            "J_per_frame": self.j_per_frame,
+            "F_per_frame": self.f_per_frame,
+        }
 
 
 @dataclass
@@ -76,9 +81,16 @@ class SequenceResult:
         return float(np.mean([o.f.mean for o in self.objects])) if self.objects else float("nan")
 
     def to_dict(self) -> dict:
-        return {"sequence": self.name, "num_frames": self.num_frames, "J_mean": self.j_mean, "F_mean": self.f_mean,
-                "JF_mean": (self.j_mean + self.f_mean) / 2, "seconds": self.seconds,
-                "feature_seconds": self.feature_seconds, "objects": [o.to_dict() for o in self.objects]}
+        return {
+            "sequence": self.name,
+            "num_frames": self.num_frames,
+            "J_mean": self.j_mean,
+            "F_mean": self.f_mean,
+            "JF_mean": (self.j_mean + self.f_mean) / 2,
+            "seconds": self.seconds,
+            "feature_seconds": self.feature_seconds,
+            "objects": [o.to_dict() for o in self.objects],
+        }
 
 
 @dataclass
@@ -110,8 +122,14 @@ class MethodResult:
         return sum(s.seconds for s in self.sequences) / max(1, sum(s.num_frames for s in self.sequences))
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "J_mean": self.j_mean, "F_mean": self.f_mean, "JF_mean": self.jf_mean,
-                "seconds_per_frame": self.seconds_per_frame, "sequences": [s.to_dict() for s in self.sequences]}
+        return {
+            "method": self.method,
+            "J_mean": self.j_mean,
+            "F_mean": self.f_mean,
+            "JF_mean": self.jf_mean,
+            "seconds_per_frame": self.seconds_per_frame,
+            "sequences": [s.to_dict() for s in self.sequences],
+        }
 
 
 class _Timed:
@@ -189,12 +207,18 @@ def evaluate_sequence(
     annotated = {p.stem: p for p in annotation_dir.glob("*.png")} if annotation_dir.is_dir() else {}
     missing = [n for n in names if n not in annotated]
     if names[0] in missing:
-        raise FileNotFoundError(f"Sequence {name!r} has no first-frame annotation {str(annotation_dir / (names[0] + '.png'))!r}.")
+        raise FileNotFoundError(
+            f"Sequence {name!r} has no first-frame annotation {str(annotation_dir / (names[0] + '.png'))!r}."
+        )
     scored = not missing
     if missing and len(missing) != len(names) - 1:
-        raise FileNotFoundError(f"Sequence {name!r} lacks {len(missing)} of {len(names)} annotations, e.g. {missing[0]}.png.")
+        raise FileNotFoundError(
+            f"Sequence {name!r} lacks {len(missing)} of {len(names)} annotations, e.g. {missing[0]}.png."
+        )
     if scored and len(names) < 3:
-        raise ValueError(f"Sequence {name!r} has {len(names)} frames; scoring skips the first and last, so it needs >= 3.")
+        raise ValueError(
+            f"Sequence {name!r} has {len(names)} frames; scoring skips the first and last, so it needs >= 3."
+        )
 
     first_ids = read_annotation(annotated[names[0]])
     num_objects = int(first_ids[first_ids != VOID_ID].max(initial=0))
@@ -218,7 +242,9 @@ def evaluate_sequence(
         if scored and 0 < t < len(names) - 1:
             truth = read_annotation(annotated[names[t]])
             if truth.shape != ids.shape:
-                raise ValueError(f"Annotation {names[t]}.png of {name!r} is {truth.shape}, but frames are {ids.shape}.")
+                raise ValueError(
+                    f"Annotation {names[t]}.png of {name!r} is {truth.shape}, but frames are {ids.shape}."
+                )
             void_mask = truth == VOID_ID if void == "ignore" else None
             for k in range(1, num_objects + 1):
                 scores_j[k - 1, t - 1] = jaccard(truth == k, ids == k, void_mask)
@@ -228,8 +254,11 @@ def evaluate_sequence(
     objects = []
     if scored:
         for k in range(num_objects):
-            objects.append(ObjectScores(k + 1, summarize(scores_j[k]), summarize(scores_f[k]),
-                                        scores_j[k].tolist(), scores_f[k].tolist()))
+            objects.append(
+                ObjectScores(
+                    k + 1, summarize(scores_j[k]), summarize(scores_f[k]), scores_j[k].tolist(), scores_f[k].tolist()
+                )
+            )
     return SequenceResult(name, len(names), objects, seconds, features.seconds)
 
 
@@ -245,8 +274,20 @@ def peak_rss_mb() -> float | None:
 
 # -- reports ----------------------------------------------------------------------------------------------------------
 
-_CSV_FIELDS = ["method", "sequence", "object", "J_mean", "J_recall", "J_decay", "F_mean", "F_recall", "F_decay",
-               "JF_mean", "num_frames", "seconds_per_frame"]
+_CSV_FIELDS = [
+    "method",
+    "sequence",
+    "object",
+    "J_mean",
+    "J_recall",
+    "J_decay",
+    "F_mean",
+    "F_recall",
+    "F_decay",
+    "JF_mean",
+    "num_frames",
+    "seconds_per_frame",
+]
 
 
 def results_csv(results: list[MethodResult]) -> str:
@@ -257,29 +298,63 @@ def results_csv(results: list[MethodResult]) -> str:
     for result in results:
         for seq in result.sequences:
             for obj in seq.objects:
-                writer.writerow({"method": result.method, "sequence": seq.name, "object": obj.object_id,
-                                 "J_mean": obj.j.mean, "J_recall": obj.j.recall, "J_decay": obj.j.decay,
-                                 "F_mean": obj.f.mean, "F_recall": obj.f.recall, "F_decay": obj.f.decay,
-                                 "JF_mean": (obj.j.mean + obj.f.mean) / 2, "num_frames": seq.num_frames})
-            writer.writerow({"method": result.method, "sequence": seq.name, "object": "mean", "J_mean": seq.j_mean,
-                             "F_mean": seq.f_mean, "JF_mean": (seq.j_mean + seq.f_mean) / 2,
-                             "num_frames": seq.num_frames, "seconds_per_frame": seq.seconds / seq.num_frames})
-        writer.writerow({"method": result.method, "sequence": "ALL", "object": "mean", "J_mean": result.j_mean,
-                         "F_mean": result.f_mean, "JF_mean": result.jf_mean,
-                         "num_frames": sum(s.num_frames for s in result.sequences),
-                         "seconds_per_frame": result.seconds_per_frame})
+                writer.writerow(
+                    {
+                        "method": result.method,
+                        "sequence": seq.name,
+                        "object": obj.object_id,
+                        "J_mean": obj.j.mean,
+                        "J_recall": obj.j.recall,
+                        "J_decay": obj.j.decay,
+                        "F_mean": obj.f.mean,
+                        "F_recall": obj.f.recall,
+                        "F_decay": obj.f.decay,
+                        "JF_mean": (obj.j.mean + obj.f.mean) / 2,
+                        "num_frames": seq.num_frames,
+                    }
+                )
+            writer.writerow(
+                {
+                    "method": result.method,
+                    "sequence": seq.name,
+                    "object": "mean",
+                    "J_mean": seq.j_mean,
+                    "F_mean": seq.f_mean,
+                    "JF_mean": (seq.j_mean + seq.f_mean) / 2,
+                    "num_frames": seq.num_frames,
+                    "seconds_per_frame": seq.seconds / seq.num_frames,
+                }
+            )
+        writer.writerow(
+            {
+                "method": result.method,
+                "sequence": "ALL",
+                "object": "mean",
+                "J_mean": result.j_mean,
+                "F_mean": result.f_mean,
+                "JF_mean": result.jf_mean,
+                "num_frames": sum(s.num_frames for s in result.sequences),
+                "seconds_per_frame": result.seconds_per_frame,
+            }
+        )
     return buffer.getvalue()
 
 
 def results_table(results: list[MethodResult]) -> str:
     """A fixed-width table: per method, one line per sequence and a mean line (J, F, J&F in percent)."""
-    lines = [f"{'method':<22} {'sequence':<20} {'obj':>3} {'J&F':>6} {'J':>6} {'F':>6} {'s/frame':>8} {'feat s/fr':>9}"]
+    lines = [
+        f"{'method':<22} {'sequence':<20} {'obj':>3} {'J&F':>6} {'J':>6} {'F':>6} {'s/frame':>8} {'feat s/fr':>9}"
+    ]
     for result in results:
         for seq in result.sequences:
-            lines.append(f"{result.method:<22} {seq.name:<20} {len(seq.objects):>3} "
-                         f"{50 * (seq.j_mean + seq.f_mean):>6.1f} {100 * seq.j_mean:>6.1f} {100 * seq.f_mean:>6.1f} "
-                         f"{seq.seconds / seq.num_frames:>8.3f} {seq.feature_seconds / seq.num_frames:>9.3f}")
+            lines.append(
+                f"{result.method:<22} {seq.name:<20} {len(seq.objects):>3} "
+                f"{50 * (seq.j_mean + seq.f_mean):>6.1f} {100 * seq.j_mean:>6.1f} {100 * seq.f_mean:>6.1f} "
+                f"{seq.seconds / seq.num_frames:>8.3f} {seq.feature_seconds / seq.num_frames:>9.3f}"
+            )
         count = sum(len(s.objects) for s in result.sequences)
-        lines.append(f"{result.method:<22} {'MEAN':<20} {count:>3} {100 * result.jf_mean:>6.1f} "
-                     f"{100 * result.j_mean:>6.1f} {100 * result.f_mean:>6.1f} {result.seconds_per_frame:>8.3f}")
+        lines.append(
+            f"{result.method:<22} {'MEAN':<20} {count:>3} {100 * result.jf_mean:>6.1f} "
+            f"{100 * result.j_mean:>6.1f} {100 * result.f_mean:>6.1f} {result.seconds_per_frame:>8.3f}"
+        )
     return "\n".join(lines)

@@ -111,7 +111,9 @@ def create_features(
     """
     spec = os.fspath(name_or_dir)
     if spec in DEPRECATED_NAMES:
-        warnings.warn(f"The features name {spec!r} is deprecated; use {DEPRECATED_NAMES[spec]!r}.", FutureWarning, stacklevel=2)
+        warnings.warn(
+            f"The features name {spec!r} is deprecated; use {DEPRECATED_NAMES[spec]!r}.", FutureWarning, stacklevel=2
+        )
         spec = DEPRECATED_NAMES[spec]
     if spec == "lab":
         return LabFeatures(device)
@@ -124,5 +126,7 @@ def create_features(
     elif Path(spec).is_dir():
         encoder = CRWEncoder.from_pretrained(spec)
     else:
-        raise ValueError(f"`encoder` must be an encoder directory or one of {', '.join(FEATURE_NAMES)}, but is {spec!r}.")
+        raise ValueError(
+            f"`encoder` must be an encoder directory or one of {', '.join(FEATURE_NAMES)}, but is {spec!r}."
+        )
     return encoder.to(device).eval() if device is not None else encoder.eval()

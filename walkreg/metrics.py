@@ -105,7 +105,10 @@ def boundary_radius(shape: tuple[int, int], tolerance: float = BOUNDARY_TOLERANC
 
 
 def f_measure(
-    annotation: np.ndarray, prediction: np.ndarray, void: np.ndarray | None = None, tolerance: float = BOUNDARY_TOLERANCE
+    annotation: np.ndarray,
+    prediction: np.ndarray,
+    void: np.ndarray | None = None,
+    tolerance: float = BOUNDARY_TOLERANCE,
 ) -> float:
     """Boundary F-measure of two ``(H, W)`` binary masks (see the module docstring), ignoring ``void`` pixels."""
     valid = _check_masks(annotation, prediction, void)

@@ -12,7 +12,14 @@ from collections.abc import Iterable
 from tqdm.auto import tqdm
 
 
-def progress(iterable: Iterable | None = None, *, desc: str | None = None, total: int | None = None, disable: bool = False, **kwargs) -> tqdm:
+def progress(
+    iterable: Iterable | None = None,
+    *,
+    desc: str | None = None,
+    total: int | None = None,
+    disable: bool = False,
+    **kwargs,
+) -> tqdm:
     """``tqdm(iterable, ...)`` with walkreg's defaults (units of frames, dynamic width, global off switch)."""
     disable = disable or os.environ.get("WALKREG_NO_PROGRESS", "") not in ("", "0")
     kwargs.setdefault("unit", "frame")

@@ -56,7 +56,9 @@ class PropagationConfig:
         if not self.temperature > 0:
             raise ValueError(f"`temperature` must be > 0, but is {self.temperature}.")
         if self.implementation not in ("auto", "windowed", "dense"):
-            raise ValueError(f"`implementation` must be 'auto', 'windowed' or 'dense', but is {self.implementation!r}.")
+            raise ValueError(
+                f"`implementation` must be 'auto', 'windowed' or 'dense', but is {self.implementation!r}."
+            )
         if self.max_tiles < 1:
             raise ValueError(f"`max_tiles` must be >= 1, but is {self.max_tiles}.")
 
@@ -88,7 +90,9 @@ class _Context:
         self.restricted = restricted
 
 
-def _predict_windowed(query: torch.Tensor, context: list[_Context], windows: LocalWindows, cfg: PropagationConfig) -> torch.Tensor:
+def _predict_windowed(
+    query: torch.Tensor, context: list[_Context], windows: LocalWindows, cfg: PropagationConfig
+) -> torch.Tensor:
     """Tiled prediction: ``(B, C, h, w)`` query -> ``(B, N, L)``; no ``N x N`` tensor for restricted frames."""
     padded_query = LocalWindows.pad(query)
     n = windows.num_cells
@@ -110,7 +114,9 @@ def _predict_windowed(query: torch.Tensor, context: list[_Context], windows: Loc
     return windows.to_cells(torch.cat(out, dim=1))
 
 
-def _predict_dense(query: torch.Tensor, context: list[_Context], distances: torch.Tensor, cfg: PropagationConfig) -> torch.Tensor:
+def _predict_dense(
+    query: torch.Tensor, context: list[_Context], distances: torch.Tensor, cfg: PropagationConfig
+) -> torch.Tensor:
     """All-pairs prediction: ``(B, C, h, w)`` query -> ``(B, N, L)``; builds the masked ``N x N`` affinities."""
     n = distances.shape[0]
     queries = LocalWindows.pad(query)[:, :n]
@@ -146,7 +152,12 @@ def propagate(
     first = next(frames, None)
     if first is None:
         raise ValueError("`features` is empty; it needs at least the first frame.")
-    if first.ndim != 4 or first_values.ndim != 4 or first.shape[0] != first_values.shape[0] or first.shape[-2:] != first_values.shape[-2:]:
+    if (
+        first.ndim != 4
+        or first_values.ndim != 4
+        or first.shape[0] != first_values.shape[0]
+        or first.shape[-2:] != first_values.shape[-2:]
+    ):
         raise ValueError(
             "`first_values` must have shape (B, L, h, w) matching features (B, C, h, w), but got "
             f"{tuple(first_values.shape)} and {tuple(first.shape)}."
@@ -154,9 +165,13 @@ def propagate(
     first_values = first_values.to(first.dtype)
     h, w = first.shape[-2:]
     windows = LocalWindows.cached(h, w, float(cfg.radius), device=str(first.device))
-    dense = cfg.implementation == "dense" or (cfg.implementation == "auto" and windows.window_size >= windows.num_cells)
+    dense = cfg.implementation == "dense" or (
+        cfg.implementation == "auto" and windows.window_size >= windows.num_cells
+    )
     if dense:
-        ys, xs = torch.meshgrid(torch.arange(h, device=first.device), torch.arange(w, device=first.device), indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, device=first.device), torch.arange(w, device=first.device), indexing="ij"
+        )
         coords = torch.stack([ys.flatten(), xs.flatten()], dim=1).to(first.dtype)
         distances = torch.cdist(coords, coords)
 
@@ -166,7 +181,9 @@ def propagate(
     yield first_values
     for t, feats in enumerate(frames, start=1):
         if feats.shape != first.shape:
-            raise ValueError(f"Features of frame {t} have shape {tuple(feats.shape)}, but frame 0 has {tuple(first.shape)}.")
+            raise ValueError(
+                f"Features of frame {t} have shape {tuple(feats.shape)}, but frame 0 has {tuple(first.shape)}."
+            )
         context = [anchor, *recent]
         if dense:
             flat = _predict_dense(feats, context, distances, cfg)

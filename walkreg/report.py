@@ -67,8 +67,12 @@ def _plot_scores(out: ScoreOutput) -> str:
 def _pair_image(view: PairView) -> str:
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(10, 2.6))
-    for axis, image, title in zip(axes, [_rgb(view.frames[0]), _rgb(view.frames[1]), _heat_rgb(view.heat, view.frames.shape[-2:])],
-                                  [f"frame {view.index}", f"frame {view.index + 1}", "inconsistency"], strict=True):
+    for axis, image, title in zip(
+        axes,
+        [_rgb(view.frames[0]), _rgb(view.frames[1]), _heat_rgb(view.heat, view.frames.shape[-2:])],
+        [f"frame {view.index}", f"frame {view.index + 1}", "inconsistency"],
+        strict=True,
+    ):
         axis.imshow(image)
         axis.set_title(title, fontsize=9)
         axis.axis("off")
@@ -79,7 +83,10 @@ def _animation(preview: list[PairView]) -> str:
     """Animated GIF: each kept frame beside its heat map."""
     from PIL import Image
 
-    frames = [Image.fromarray(np.concatenate([_rgb(v.frames[0]), _heat_rgb(v.heat, v.frames.shape[-2:])], axis=1)) for v in preview]
+    frames = [
+        Image.fromarray(np.concatenate([_rgb(v.frames[0]), _heat_rgb(v.heat, v.frames.shape[-2:])], axis=1))
+        for v in preview
+    ]
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=120, loop=0)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -95,7 +102,8 @@ def render_report(body: dict, out: ScoreOutput) -> str:
     )
     animation = (
         f'<h2>Inconsistency over the clip</h2><img alt="heat-map animation" src="data:image/gif;base64,{_animation(out.preview)}">'
-        if out.preview else ""
+        if out.preview
+        else ""
     )
     title = html.escape(f"walkreg score: {body.get('edited', '')}")
     return f"""<!DOCTYPE html>
@@ -103,7 +111,7 @@ def render_report(body: dict, out: ScoreOutput) -> str:
 <style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}td{{padding:2px 12px}}
 figure{{margin:0 0 1em 0}}img{{max-width:100%}}</style></head>
 <body><h1>{title}</h1>
-<p>Source: {html.escape(str(body.get('source')))}; encoder: {html.escape(str(body.get('encoder')))};
+<p>Source: {html.escape(str(body.get("source")))}; encoder: {html.escape(str(body.get("encoder")))};
 {out.num_frames} frames. Scores are in [0, 1], higher is more consistent (errors: lower is better).
 The heat maps show 1 - exp(-error / colour_scale) per 8x8 cell (with a source) or the mass of the walk
 t -> t+1 -> t that does not come home (without one).</p>

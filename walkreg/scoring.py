@@ -133,8 +133,13 @@ class ScoreOutput:
     def to_dict(self) -> dict:
         """The JSON body (see ``docs``: schema ``walkreg.score/1``) without thumbnails."""
         order = sorted(range(len(self.pairs)), key=lambda t: self.pairs[t]["consistency"])
-        return {"num_frames": self.num_frames, "has_source": self.has_source, "overall": self.overall,
-                "worst_pairs": order[:10], "pairs": self.pairs}
+        return {
+            "num_frames": self.num_frames,
+            "has_source": self.has_source,
+            "overall": self.overall,
+            "worst_pairs": order[:10],
+            "pairs": self.pairs,
+        }
 
 
 class _PairStream:
@@ -200,22 +205,37 @@ def score_clip(
     for t, (frame, feats, values) in enumerate(edit_stream):
         src = next(source_stream, None) if source_stream is not None else None
         if source_stream is not None and src is None:
-            raise ValueError(f"`source` ended after {t} frames, but `edited` has more; both must have the same length.")
+            raise ValueError(
+                f"`source` ended after {t} frames, but `edited` has more; both must have the same length."
+            )
         if src is not None and src[0].shape != frame.shape:
-            raise ValueError(f"`source` frame {t} is {tuple(src[0].shape)}, but the edited frame is {tuple(frame.shape)}.")
+            raise ValueError(
+                f"`source` frame {t} is {tuple(src[0].shape)}, but the edited frame is {tuple(frame.shape)}."
+            )
         current = (frame, feats, values, cell_colours(values), src)
         if prev is not None:
             pair, heat = _score_pair(prev, current, steps, returns, cfg, t - 1)
             pairs.append(pair)
             view_score = pair["consistency"]
             if cfg.num_worst and (len(worst) < cfg.num_worst or -worst[0][0] > view_score):
-                view = PairView(t - 1, view_score, torch.stack([_thumbnail(prev[0], cfg.preview_width), _thumbnail(frame, cfg.preview_width)]),
-                                _thumbnail(heat[None], cfg.preview_width)[0])
+                view = PairView(
+                    t - 1,
+                    view_score,
+                    torch.stack([_thumbnail(prev[0], cfg.preview_width), _thumbnail(frame, cfg.preview_width)]),
+                    _thumbnail(heat[None], cfg.preview_width)[0],
+                )
                 heapq.heappush(worst, (-view_score, t - 1, view))
                 if len(worst) > cfg.num_worst:
                     heapq.heappop(worst)
             if preview_every and (t - 1) % preview_every == 0:
-                preview.append(PairView(t - 1, view_score, _thumbnail(prev[0], cfg.preview_width)[None], _thumbnail(heat[None], cfg.preview_width)[0]))
+                preview.append(
+                    PairView(
+                        t - 1,
+                        view_score,
+                        _thumbnail(prev[0], cfg.preview_width)[None],
+                        _thumbnail(heat[None], cfg.preview_width)[0],
+                    )
+                )
         prev = current
         bar.update(1)
     bar.close()
@@ -228,8 +248,9 @@ def score_clip(
         if source is None:
             pairs[start]["consistency"] = pairs[start]["walk_back"]
     overall = {key: float(np.mean([p[key] for p in pairs])) for key in pairs[0]}
-    return ScoreOutput(t + 1, source is not None, overall, pairs,
-                       [v for _, _, v in sorted(worst, key=lambda item: -item[0])], preview)
+    return ScoreOutput(
+        t + 1, source is not None, overall, pairs, [v for _, _, v in sorted(worst, key=lambda item: -item[0])], preview
+    )
 
 
 def _score_pair(prev, current, steps, returns, cfg: ScoreConfig, index: int) -> tuple[dict[str, float], torch.Tensor]:
@@ -280,7 +301,16 @@ def score_files(
     if num_frames == 1:
         raise ValueError(f"`edited` {str(edited)!r} has 1 frame; scoring needs at least 2.")
     src_frames = iter_frames(source) if source is not None else None
-    out = score_clip(iter_frames(edited), encoder, src_frames, config, num_frames, progress_desc=f"score {Path(edited).name}")
-    body = {"schema": SCHEMA, "edited": str(edited), "source": str(source) if source else None, "encoder": encoder_name,
-            "fps": probe_video(edited).fps, "config": asdict(config), **out.to_dict()}
+    out = score_clip(
+        iter_frames(edited), encoder, src_frames, config, num_frames, progress_desc=f"score {Path(edited).name}"
+    )
+    body = {
+        "schema": SCHEMA,
+        "edited": str(edited),
+        "source": str(source) if source else None,
+        "encoder": encoder_name,
+        "fps": probe_video(edited).fps,
+        "config": asdict(config),
+        **out.to_dict(),
+    }
     return body, out

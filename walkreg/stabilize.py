@@ -69,7 +69,9 @@ class _CRWCarrier:
     def start(self, source: torch.Tensor, feats: torch.Tensor) -> None:
         self.previous = feats
 
-    def step(self, source: torch.Tensor, feats: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, source: torch.Tensor, feats: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         back, there = self.config.step(feats, self.previous), self.config.step(self.previous, feats)
         self.previous = feats
         confidence = round_trip_confidence(back, there, feats.shape[-1], self.config.home_radius, self.full_confidence)
@@ -113,13 +115,17 @@ def _with_features(pairs: Iterator, encoder) -> Iterator[tuple[torch.Tensor, tor
         yield (*buffer.popleft(), feats)
 
 
-def _pairs(source: Iterable[torch.Tensor], edited: Iterable[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _pairs(
+    source: Iterable[torch.Tensor], edited: Iterable[torch.Tensor]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     edited = iter(edited)
     t = 0
     for t, src in enumerate(source):
         edit = next(edited, None)
         if edit is None:
-            raise ValueError(f"`edited` ended after {t} frames, but `source` has more; both must have the same length.")
+            raise ValueError(
+                f"`edited` ended after {t} frames, but `source` has more; both must have the same length."
+            )
         if edit.shape != src.shape:
             raise ValueError(f"`edited` frame {t} is {tuple(edit.shape)}, but the source frame is {tuple(src.shape)}.")
         yield src, edit
@@ -148,7 +154,9 @@ def stabilize(
     cfg = config or StabilizeConfig()
     if cfg.method == "crw" and encoder is None:
         raise ValueError("`encoder` is required for `method='crw'`.")
-    carrier = {"crw": lambda: _CRWCarrier(cfg.walk, cfg.full_confidence), "flow": _FlowCarrier, "ema": _StillCarrier}[cfg.method]()
+    carrier = {"crw": lambda: _CRWCarrier(cfg.walk, cfg.full_confidence), "flow": _FlowCarrier, "ema": _StillCarrier}[
+        cfg.method
+    ]()
     state = None
     for src, edit, feats in _with_features(_pairs(source, edited), encoder if cfg.method == "crw" else None):
         residual = cell_means(edit) - cell_means(src)

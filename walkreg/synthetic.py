@@ -52,7 +52,9 @@ def synthetic_sequence(
     if background.ndim != 3 or background.shape[0] != 3:
         raise ValueError(f"`background` must have shape (3, h, w), but has {tuple(background.shape)}.")
     if not textures or any(t.ndim != 3 or t.shape[0] != 3 for t in textures):
-        raise ValueError(f"`textures` must be a non-empty list of (3, h, w) images, but got {[tuple(t.shape) for t in textures]}.")
+        raise ValueError(
+            f"`textures` must be a non-empty list of (3, h, w) images, but got {[tuple(t.shape) for t in textures]}."
+        )
     if num_frames < 2 or not 1 <= num_objects <= 254 or max_speed < 0:
         raise ValueError(
             "`num_frames` must be >= 2, `num_objects` in 1..254 and `max_speed` >= 0, but are "
@@ -60,7 +62,9 @@ def synthetic_sequence(
         )
     rng = np.random.default_rng(seed)
     height, width = size
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(height, dtype=torch.float32), torch.arange(width, dtype=torch.float32), indexing="ij"
+    )
 
     # Camera: the view is 1/1.3 of the background (resized to cover it), moving and zooming at constant rates.
     bh, bw = background.shape[-2:]
@@ -80,13 +84,20 @@ def synthetic_sequence(
         end = np.clip(origin + step * (num_frames - 1), inner[:, 0], inner[:, 1])
         texture = textures[i % len(textures)]
         th, tw = texture.shape[-2:]
-        objects.append({
-            "radius": radius, "harmonics": rng.uniform(-0.15, 0.15, size=3), "phases": rng.uniform(0, 2 * math.pi, size=3),
-            "origin": origin, "velocity": (end - origin) / (num_frames - 1),
-            "angle": rng.uniform(0, 2 * math.pi), "spin": math.radians(rng.uniform(-2, 2)),
-            "texture": texture, "texture_centre": rng.uniform([0.3 * tw, 0.3 * th], [0.7 * tw, 0.7 * th]),
-            "texture_scale": rng.uniform(0.6, 1.0) * min(th, tw) / (2.5 * radius),
-        })
+        objects.append(
+            {
+                "radius": radius,
+                "harmonics": rng.uniform(-0.15, 0.15, size=3),
+                "phases": rng.uniform(0, 2 * math.pi, size=3),
+                "origin": origin,
+                "velocity": (end - origin) / (num_frames - 1),
+                "angle": rng.uniform(0, 2 * math.pi),
+                "spin": math.radians(rng.uniform(-2, 2)),
+                "texture": texture,
+                "texture_centre": rng.uniform([0.3 * tw, 0.3 * th], [0.7 * tw, 0.7 * th]),
+                "texture_scale": rng.uniform(0.6, 1.0) * min(th, tw) / (2.5 * radius),
+            }
+        )
 
     frames = torch.empty(num_frames, 3, height, width)
     ids = np.zeros((num_frames, height, width), dtype=np.uint8)

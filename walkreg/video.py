@@ -95,7 +95,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
                 raise VideoReadError(f"{str(path)!r} has no video stream.")
             stream = container.streams.video[0]
             fps = float(stream.average_rate or stream.guessed_rate or 0)
-            return VideoInfo(str(path), int(stream.frames or 0), fps, stream.codec_context.width, stream.codec_context.height)
+            return VideoInfo(
+                str(path), int(stream.frames or 0), fps, stream.codec_context.width, stream.codec_context.height
+            )
     except av.error.FFmpegError as err:
         raise VideoReadError(f"Cannot open video {str(path)!r}: {err}") from err
 
@@ -175,7 +177,9 @@ def _as_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def write_video(path: str | os.PathLike, frames: torch.Tensor | np.ndarray | Iterable, fps: float = 24.0, crf: int = 18) -> None:
+def write_video(
+    path: str | os.PathLike, frames: torch.Tensor | np.ndarray | Iterable, fps: float = 24.0, crf: int = 18
+) -> None:
     """Write frames as an H.264 mp4 (yuv420p, so odd sizes are padded by one edge pixel).
 
     Args:
@@ -199,8 +203,12 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor | np.ndarray | Ite
                         stream.pix_fmt = "yuv420p"
                         stream.options = {"crf": str(crf)}
                     if image.shape[:2] != (height, width):
-                        raise ValueError(f"Frame {count} is {image.shape[:2]}, but the first frame is {(height, width)}.")
-                    image = np.pad(image, ((0, stream.height - height), (0, stream.width - width), (0, 0)), mode="edge")
+                        raise ValueError(
+                            f"Frame {count} is {image.shape[:2]}, but the first frame is {(height, width)}."
+                        )
+                    image = np.pad(
+                        image, ((0, stream.height - height), (0, stream.width - width), (0, 0)), mode="edge"
+                    )
                     container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
                     count += 1
             if stream is None:
@@ -233,6 +241,7 @@ def write_frames(folder: str | os.PathLike, frames: torch.Tensor | np.ndarray, s
 
 
 # -- DAVIS layout ---------------------------------------------------------------------------------------------------
+
 
 def davis_palette() -> np.ndarray:
     """The DAVIS / PASCAL VOC colour map: ``(256, 3)`` uint8, id ``i`` -> RGB (the bits of ``i`` spread over R, G, B)."""
@@ -324,9 +333,15 @@ def check_clip_pair(edited: str | os.PathLike, source: str | os.PathLike | None)
         return info.num_frames or None
     src = probe_video(source)
     if (src.height, src.width) != (info.height, info.width):
-        raise ValueError(f"`--source` is {src.width}x{src.height} but `edited` is {info.width}x{info.height}; both must have the same size.")
+        raise ValueError(
+            f"`--source` is {src.width}x{src.height} but `edited` is {info.width}x{info.height}; both must have the same size."
+        )
     if src.num_frames and info.num_frames and src.num_frames != info.num_frames:
-        raise ValueError(f"`--source` has {src.num_frames} frames but `edited` has {info.num_frames}; both must have the same length.")
+        raise ValueError(
+            f"`--source` has {src.num_frames} frames but `edited` has {info.num_frames}; both must have the same length."
+        )
     if src.fps and info.fps and abs(src.fps - info.fps) > 1e-3 * src.fps:
-        raise ValueError(f"`--source` runs at {src.fps:g} fps but `edited` at {info.fps:g} fps; both must have the same frame rate.")
+        raise ValueError(
+            f"`--source` runs at {src.fps:g} fps but `edited` at {info.fps:g} fps; both must have the same frame rate."
+        )
     return info.num_frames or src.num_frames or None

@@ -166,14 +166,18 @@ class WalkConfig:
         if self.top_k < 1:
             raise ValueError(f"`top_k` must be >= 1, but is {self.top_k}.")
         if not self.home_radius > 1:
-            raise ValueError(f"`home_radius` must be > 1 cell (the start cell itself is at distance 0 < 1), but is {self.home_radius}.")
+            raise ValueError(
+                f"`home_radius` must be > 1 cell (the start cell itself is at distance 0 < 1), but is {self.home_radius}."
+            )
 
     def step(self, query: torch.Tensor, key: torch.Tensor) -> SparseTransitions:
         """:func:`local_transitions` from the cells of ``query`` to those of ``key`` (both ``(B, C, h, w)``)."""
         return local_transitions(query, key, self.temperature, self.radius, self.top_k)
 
 
-def leaky(step: SparseTransitions, query_colours: torch.Tensor, key_colours: torch.Tensor, colour_scale: float) -> SparseTransitions:
+def leaky(
+    step: SparseTransitions, query_colours: torch.Tensor, key_colours: torch.Tensor, colour_scale: float
+) -> SparseTransitions:
     """Scale every entry of a batch-1 ``step`` by ``exp(-|colour difference| / colour_scale)`` (colours
     ``(1, 3, h, w)`` of the query and key cells, mean absolute difference), so rows sum to at most 1 and the
     missing mass is the walker that leaked out.
@@ -197,7 +201,9 @@ def compose(first: SparseTransitions, second: SparseTransitions, top_k: int | No
     k2 = second.indices.shape[-1]
     rows = first.indices.reshape(b, n * k1, 1).expand(-1, -1, k2)
     indices = second.indices.gather(1, rows).reshape(b, n, k1 * k2)
-    weights = (first.weights.unsqueeze(-1) * second.weights.gather(1, rows).reshape(b, n, k1, k2)).reshape(b, n, k1 * k2)
+    weights = (first.weights.unsqueeze(-1) * second.weights.gather(1, rows).reshape(b, n, k1, k2)).reshape(
+        b, n, k1 * k2
+    )
     if top_k is None:
         return SparseTransitions(indices, weights, second.num_keys)
     indices, order = indices.sort(dim=-1)
@@ -231,7 +237,9 @@ def _cell_coordinates(num_cells: int, width: int) -> torch.Tensor:
     return torch.stack([cells.div(width, rounding_mode="floor"), cells % width])
 
 
-def home_mass(outward: list[SparseTransitions], inward: list[SparseTransitions], width: int, home_radius: float) -> torch.Tensor:
+def home_mass(
+    outward: list[SparseTransitions], inward: list[SparseTransitions], width: int, home_radius: float
+) -> torch.Tensor:
     """``(N,)`` mass of the walk ``outward[0] ... outward[-1] inward[0] ... inward[-1]`` that ends strictly closer
     than ``home_radius`` cells to its start node (cells of a row-major grid ``width`` cells wide).
 

@@ -31,7 +31,9 @@ class LocalWindows:
         bias: ``(num_tiles, S, W)`` float, 0 where ``mask`` holds and ``-inf`` elsewhere (added to the affinities).
     """
 
-    def __init__(self, height: int, width: int, radius: float, tile: int = 8, device: torch.device | str | None = None):
+    def __init__(
+        self, height: int, width: int, radius: float, tile: int = 8, device: torch.device | str | None = None
+    ):
         if not radius > 0:
             raise ValueError(f"`radius` must be > 0 feature cells, but is {radius}.")
         if tile < 1:
@@ -90,7 +92,9 @@ class LocalWindows:
         """``(B, N + 1, C)`` padded grid -> ``(B, tiles, S, C)`` query slots of the chosen tiles."""
         return gather_rows(padded, self.query_index[tiles])
 
-    def window_similarities(self, queries: torch.Tensor, padded_key: torch.Tensor, tiles: slice = slice(None)) -> torch.Tensor:
+    def window_similarities(
+        self, queries: torch.Tensor, padded_key: torch.Tensor, tiles: slice = slice(None)
+    ) -> torch.Tensor:
         """Masked dot products of each query slot with its tile's key window.
 
         Args:

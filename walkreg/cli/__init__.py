@@ -21,13 +21,33 @@ from importlib import metadata
 
 # command -> (module, one-line help, the extra its module needs)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
-    "demo": ("walkreg.cli.demo", "edit the bundled clip frame by frame, stabilise it with walkreg, score and report both", None),
+    "demo": (
+        "walkreg.cli.demo",
+        "edit the bundled clip frame by frame, stabilise it with walkreg, score and report both",
+        None,
+    ),
     "score": ("walkreg.cli.score", "temporal-consistency scores of an edited clip (CRW walks, optional source)", None),
     "stabilize": ("walkreg.cli.stabilize", "remove flicker from a frame-by-frame edit along the source motion", None),
-    "edit": ("walkreg.pipelines.cli", "edit a video with Stable Diffusion img2img + walkreg propagation, and score it", "diffusers"),
-    "train": ("walkreg.train.cli", "train a CRW walk encoder on unlabeled video (single process or under accelerate)", "train"),
-    "eval-davis": ("walkreg.cli.eval_davis", "DAVIS label propagation scored with J and F (the CRW paper's protocol)", None),
-    "convert-crw": ("walkreg.cli.convert_crw", "convert the official CRW checkpoint (pretrained.pth) into an encoder directory", None),
+    "edit": (
+        "walkreg.pipelines.cli",
+        "edit a video with Stable Diffusion img2img + walkreg propagation, and score it",
+        "diffusers",
+    ),
+    "train": (
+        "walkreg.train.cli",
+        "train a CRW walk encoder on unlabeled video (single process or under accelerate)",
+        "train",
+    ),
+    "eval-davis": (
+        "walkreg.cli.eval_davis",
+        "DAVIS label propagation scored with J and F (the CRW paper's protocol)",
+        None,
+    ),
+    "convert-crw": (
+        "walkreg.cli.convert_crw",
+        "convert the official CRW checkpoint (pretrained.pth) into an encoder directory",
+        None,
+    ),
     "env": ("walkreg.cli.env", "print versions, device and video codecs (for bug reports)", None),
 }
 
@@ -63,7 +83,9 @@ def _add_command(subparsers, name: str, load: bool) -> None:
 
 def _unavailable(name: str, extra: str, err: ImportError):
     def run(args: argparse.Namespace) -> int:
-        raise ImportError(f"`walkreg {name}` needs {err.name or err}, which is not installed: `pip install 'walkreg[{extra}]'`.")
+        raise ImportError(
+            f"`walkreg {name}` needs {err.name or err}, which is not installed: `pip install 'walkreg[{extra}]'`."
+        )
 
     return run
 
@@ -93,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # one line per warning, as errors are
             warnings.simplefilter("default")
-            warnings.showwarning = lambda message, *_, **__: sys.stderr.write(f"walkreg {args.command}: warning: {message}\n")
+            warnings.showwarning = lambda message, *_, **__: sys.stderr.write(
+                f"walkreg {args.command}: warning: {message}\n"
+            )
             return int(args.func(args) or 0)
     except KeyboardInterrupt:
         sys.stderr.write(f"walkreg {args.command}: interrupted\n")

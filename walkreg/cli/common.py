@@ -19,7 +19,9 @@ def add_encoder_argument(parser: argparse.ArgumentParser, default: str | None = 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``: a torch device; the default is the first CUDA GPU when there is one, else the CPU."""
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available, else cpu)"
+    )
 
 
 def resolve_device(name: str | None):

@@ -22,8 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     encoder, train_args = convert_crw_checkpoint(args.checkpoint)
-    provenance = {"source": str(args.checkpoint), "format": "ajabri/videowalk checkpoint",
-                  "arch": encoder.arch, "embed_dim": encoder.embed_dim, "train_args": train_args}
+    provenance = {
+        "source": str(args.checkpoint),
+        "format": "ajabri/videowalk checkpoint",
+        "arch": encoder.arch,
+        "embed_dim": encoder.embed_dim,
+        "train_args": train_args,
+    }
     save_converted(encoder, args.out_dir, provenance)
     params = sum(p.numel() for p in encoder.parameters())
     sys.stdout.write(f"converted {args.checkpoint} -> {args.out_dir} ({encoder.arch}, {params:,} parameters)\n")

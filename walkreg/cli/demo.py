@@ -21,10 +21,19 @@ KEYS = ("consistency", "walk_back", "agreement", "flow_warp_error")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="walkreg-demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--clip", default=str(DEMO_CLIP), help="a video to use instead of the bundled clip (default: the bundled clip)")
+    parser.add_argument(
+        "--clip", default=str(DEMO_CLIP), help="a video to use instead of the bundled clip (default: the bundled clip)"
+    )
     add_encoder_argument(parser)
-    parser.add_argument("--frames", type=int, default=None, help="use only the first N frames of the clip (default: all)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the per-frame edit's palettes and colour casts (default: %(default)s)")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="use only the first N frames of the clip (default: all)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the per-frame edit's palettes and colour casts (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     lines = [f"{'':<16}" + "".join(f"{k:>17}" for k in keys)]
     for name, score in result.scores.items():
         lines.append(f"{name:<16}" + "".join(f"{score.overall[k]:>17.4f}" for k in keys))
-    lines.append(f"wrote {out / 'side_by_side.mp4'} (source | per-frame edit | walkreg), reports and scores.json in {out}")
+    lines.append(
+        f"wrote {out / 'side_by_side.mp4'} (source | per-frame edit | walkreg), reports and scores.json in {out}"
+    )
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

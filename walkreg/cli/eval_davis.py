@@ -33,27 +33,85 @@ BASELINES = tuple(name for name in FEATURE_NAMES if name != "default")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = PropagationConfig()
-    parser.add_argument("--davis-root", required=True, type=Path, help="the DAVIS folder holding JPEGImages/ and Annotations/ (required)")
+    parser.add_argument(
+        "--davis-root",
+        required=True,
+        type=Path,
+        help="the DAVIS folder holding JPEGImages/ and Annotations/ (required)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory; it must be new or empty (required)")
-    parser.add_argument("--encoder", metavar="NAME_OR_DIR", help="the encoder to evaluate: an encoder directory (CRWEncoder.save_pretrained or convert-crw) or 'default' for the bundled encoder; reported as method 'encoder' (default: none)")
-    parser.add_argument("--baselines", nargs="+", default=[], choices=BASELINES, metavar="NAME", help=f"features to evaluate beside the encoder, each reported under its own name: {', '.join(BASELINES)} (default: none)")
-    parser.add_argument("--sequences", nargs="+", metavar="SEQ", help="the sequences to evaluate (default: all of DAVIS_ROOT)")
-    parser.add_argument("--resolution", default="480p", help="the resolution folder under JPEGImages/ and Annotations/ (default: %(default)s)")
-    parser.add_argument("--num-context", type=int, default=defaults.num_context, help="previous frames in the propagation context, beside the first (default: %(default)s)")
-    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="neighbours per cell, chosen jointly over the whole context (default: %(default)s)")
-    parser.add_argument("--radius", type=float, default=defaults.radius, help="how far a label may move between frames, in 8x8 cells (default: %(default)s)")
-    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="softmax temperature of the affinities (default: %(default)s)")
-    parser.add_argument("--implementation", default=defaults.implementation, choices=("auto", "windowed", "dense"), help="how propagation computes affinities; all give the same labels (default: %(default)s)")
-    parser.add_argument("--void", default="ignore", choices=("ignore", "background"), help="how void pixels (id 255) are scored: ignored, or as background as davis2017-evaluation does (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="initialisation seed of the random-init baselines (default: %(default)s)")
-    parser.add_argument("--chunk-size", type=int, default=4, help="frames per encoder forward pass (default: %(default)s)")
+    parser.add_argument(
+        "--encoder",
+        metavar="NAME_OR_DIR",
+        help="the encoder to evaluate: an encoder directory (CRWEncoder.save_pretrained or convert-crw) or 'default' for the bundled encoder; reported as method 'encoder' (default: none)",
+    )
+    parser.add_argument(
+        "--baselines",
+        nargs="+",
+        default=[],
+        choices=BASELINES,
+        metavar="NAME",
+        help=f"features to evaluate beside the encoder, each reported under its own name: {', '.join(BASELINES)} (default: none)",
+    )
+    parser.add_argument(
+        "--sequences", nargs="+", metavar="SEQ", help="the sequences to evaluate (default: all of DAVIS_ROOT)"
+    )
+    parser.add_argument(
+        "--resolution",
+        default="480p",
+        help="the resolution folder under JPEGImages/ and Annotations/ (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-context",
+        type=int,
+        default=defaults.num_context,
+        help="previous frames in the propagation context, beside the first (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=defaults.top_k,
+        help="neighbours per cell, chosen jointly over the whole context (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--radius",
+        type=float,
+        default=defaults.radius,
+        help="how far a label may move between frames, in 8x8 cells (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=defaults.temperature,
+        help="softmax temperature of the affinities (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--implementation",
+        default=defaults.implementation,
+        choices=("auto", "windowed", "dense"),
+        help="how propagation computes affinities; all give the same labels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--void",
+        default="ignore",
+        choices=("ignore", "background"),
+        help="how void pixels (id 255) are scored: ignored, or as background as davis2017-evaluation does (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="initialisation seed of the random-init baselines (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--chunk-size", type=int, default=4, help="frames per encoder forward pass (default: %(default)s)"
+    )
     add_device_argument(parser)
 
 
 def _methods(args: argparse.Namespace) -> list[tuple[str, FeatureExtractor, dict]]:
     """(name, feature extractor, description) for ``--encoder`` and every ``--baselines`` entry."""
     device = resolve_device(args.device)
-    named = ([("encoder", args.encoder)] if args.encoder else []) + [(name, name) for name in dict.fromkeys(args.baselines)]
+    named = ([("encoder", args.encoder)] if args.encoder else []) + [
+        (name, name) for name in dict.fromkeys(args.baselines)
+    ]
     methods = []
     for name, spec in named:
         features = create_features(spec, device, seed=args.seed)
@@ -71,17 +129,26 @@ def _methods(args: argparse.Namespace) -> list[tuple[str, FeatureExtractor, dict
 
 def run(args: argparse.Namespace) -> int:
     if not args.encoder and not args.baselines:
-        raise ValueError(f"Nothing to evaluate: pass `--encoder` and/or `--baselines` (one or more of {', '.join(BASELINES)}).")
+        raise ValueError(
+            f"Nothing to evaluate: pass `--encoder` and/or `--baselines` (one or more of {', '.join(BASELINES)})."
+        )
     if args.chunk_size < 1:
         raise ValueError(f"`--chunk-size` must be >= 1, but is {args.chunk_size}.")
-    config = PropagationConfig(num_context=args.num_context, top_k=args.top_k, radius=args.radius,
-                               temperature=args.temperature, implementation=args.implementation)
+    config = PropagationConfig(
+        num_context=args.num_context,
+        top_k=args.top_k,
+        radius=args.radius,
+        temperature=args.temperature,
+        implementation=args.implementation,
+    )
     available = davis_sequences(args.davis_root, args.resolution)
     sequences = args.sequences or available
     unknown = [s for s in sequences if s not in available]
     if unknown:
-        raise ValueError(f"`--sequences` must name sequences of {args.davis_root} ({', '.join(available)}), "
-                         f"but got {', '.join(unknown)}.")
+        raise ValueError(
+            f"`--sequences` must name sequences of {args.davis_root} ({', '.join(available)}), "
+            f"but got {', '.join(unknown)}."
+        )
     methods = _methods(args)
 
     def write(tmp: Path) -> tuple[list[MethodResult], dict]:
@@ -89,13 +156,26 @@ def run(args: argparse.Namespace) -> int:
         for name, extractor, _ in methods:
             result = MethodResult(name)
             for seq in sequences:
-                result.sequences.append(evaluate_sequence(
-                    args.davis_root, seq, extractor, tmp / name / seq, args.resolution, config, args.void,
-                    desc=f"{name} {seq}"))
+                result.sequences.append(
+                    evaluate_sequence(
+                        args.davis_root,
+                        seq,
+                        extractor,
+                        tmp / name / seq,
+                        args.resolution,
+                        config,
+                        args.void,
+                        desc=f"{name} {seq}",
+                    )
+                )
             results.append(result)
         report = {
-            "davis_root": str(args.davis_root), "resolution": args.resolution, "sequences": sequences,
-            "protocol": asdict(config), "void": args.void, "device": str(resolve_device(args.device)),
+            "davis_root": str(args.davis_root),
+            "resolution": args.resolution,
+            "sequences": sequences,
+            "protocol": asdict(config),
+            "void": args.void,
+            "device": str(resolve_device(args.device)),
             "peak_rss_mb": peak_rss_mb(),
             "methods": {name: {**info, **r.to_dict()} for (name, _, info), r in zip(methods, results, strict=True)},
         }
@@ -106,5 +186,7 @@ def run(args: argparse.Namespace) -> int:
     results, report = fill_new_directory(args.out, write, "`--out`")
     rss = report["peak_rss_mb"]
     where = f"predictions, results.csv and results.json in {args.out}"
-    sys.stdout.write(results_table(results) + "\n" + (f"peak RSS {rss:.0f} MiB; {where}" if rss is not None else where) + "\n")
+    sys.stdout.write(
+        results_table(results) + "\n" + (f"peak RSS {rss:.0f} MiB; {where}" if rss is not None else where) + "\n"
+    )
     return 0

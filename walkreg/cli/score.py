@@ -25,25 +25,61 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = ScoreConfig()
-    parser.add_argument("edited", metavar="EDITED", help="the edited video file or frame folder (with --batch: a folder of them)")
-    parser.add_argument("--source", help="the unedited clip, same length, size and frame rate (with --batch: a folder of clips with the same names); without it only walk_back is scored (default: none)")
+    parser.add_argument(
+        "edited", metavar="EDITED", help="the edited video file or frame folder (with --batch: a folder of them)"
+    )
+    parser.add_argument(
+        "--source",
+        help="the unedited clip, same length, size and frame rate (with --batch: a folder of clips with the same names); without it only walk_back is scored (default: none)",
+    )
     add_encoder_argument(parser)
-    parser.add_argument("--json", help="write the scores to this JSON file, schema walkreg.score/1 (batch: walkreg.score-batch/1) (default: none)")
+    parser.add_argument(
+        "--json",
+        help="write the scores to this JSON file, schema walkreg.score/1 (batch: walkreg.score-batch/1) (default: none)",
+    )
     parser.add_argument("--report", help="write a self-contained HTML report to this file (default: none)")
     parser.add_argument("--batch", action="store_true", help="score every clip in the EDITED folder (default: off)")
-    parser.add_argument("--flow-baseline", action="store_true", help="also report the DIS optical-flow warp error, lower is better; needs OpenCV (default: off)")
-    parser.add_argument("--window", type=int, default=defaults.window, help="frames per palindrome walk of walk_back (default: %(default)s)")
-    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="softmax temperature of the transitions; lower is sharper (default: %(default)s)")
-    parser.add_argument("--radius", type=float, default=defaults.radius, help="how far one step may reach, in 8x8 cells (default: %(default)s)")
-    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="transitions kept per cell (default: %(default)s)")
-    parser.add_argument("--colour-scale", type=float, default=defaults.colour_scale, help="colour difference (mean absolute, 0-1 scale) that costs a factor e of score (default: %(default)s)")
+    parser.add_argument(
+        "--flow-baseline",
+        action="store_true",
+        help="also report the DIS optical-flow warp error, lower is better; needs OpenCV (default: off)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=defaults.window,
+        help="frames per palindrome walk of walk_back (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=defaults.temperature,
+        help="softmax temperature of the transitions; lower is sharper (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--radius",
+        type=float,
+        default=defaults.radius,
+        help="how far one step may reach, in 8x8 cells (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=defaults.top_k, help="transitions kept per cell (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--colour-scale",
+        type=float,
+        default=defaults.colour_scale,
+        help="colour difference (mean absolute, 0-1 scale) that costs a factor e of score (default: %(default)s)",
+    )
 
 
 def _batch_clips(folder: Path, sources: Path | None) -> list[tuple[Path, Path | None]]:
     """Video files and frame folders directly inside ``folder``, each paired with the same name in ``sources``."""
     clips = sorted(p for p in folder.iterdir() if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES)
     if not clips:
-        raise ValueError(f"`EDITED` folder {str(folder)!r} holds no videos ({', '.join(VIDEO_SUFFIXES)}) or frame folders.")
+        raise ValueError(
+            f"`EDITED` folder {str(folder)!r} holds no videos ({', '.join(VIDEO_SUFFIXES)}) or frame folders."
+        )
     pairs = []
     for clip in clips:
         src = sources / clip.name if sources is not None else None
@@ -54,9 +90,16 @@ def _batch_clips(folder: Path, sources: Path | None) -> list[tuple[Path, Path | 
 
 
 def run(args: argparse.Namespace) -> int:
-    config = ScoreConfig(window=args.window, temperature=args.temperature, radius=args.radius, top_k=args.top_k,
-                         colour_scale=args.colour_scale, include_flow=args.flow_baseline,
-                         num_worst=8 if args.report else 0, preview_frames=120 if args.report else 0)
+    config = ScoreConfig(
+        window=args.window,
+        temperature=args.temperature,
+        radius=args.radius,
+        top_k=args.top_k,
+        colour_scale=args.colour_scale,
+        include_flow=args.flow_baseline,
+        num_worst=8 if args.report else 0,
+        preview_frames=120 if args.report else 0,
+    )
     edited = Path(args.edited)
     source = Path(args.source) if args.source else None
     atomic.check_outputs_differ({"--json": args.json, "--report": args.report}, {"EDITED": edited, "--source": source})
@@ -67,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("`--batch` needs `EDITED` (and `--source`, if given) to be folders of clips.")
         if args.report:
             raise ValueError("`--report` writes one clip's page; it cannot be combined with `--batch`.")
-        results = [score_files(clip, src, encoder, config, args.encoder)[0]
-                   for clip, src in progress(_batch_clips(edited, source), desc="clips", unit="clip")]
+        results = [
+            score_files(clip, src, encoder, config, args.encoder)[0]
+            for clip, src in progress(_batch_clips(edited, source), desc="clips", unit="clip")
+        ]
         body = {"schema": BATCH_SCHEMA, "clips": results}
         summary = "\n".join(f"{r['edited']}: consistency {r['overall']['consistency']:.4f}" for r in results)
     else:

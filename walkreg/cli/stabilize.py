@@ -24,12 +24,29 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = StabilizeConfig()
     parser.add_argument("--source", required=True, help="the unedited clip, a video file or frame folder (required)")
-    parser.add_argument("--edited", required=True, help="the per-frame edit, same length, size and frame rate as --source (required)")
+    parser.add_argument(
+        "--edited", required=True, help="the per-frame edit, same length, size and frame rate as --source (required)"
+    )
     parser.add_argument("--out", required=True, help="the stabilised video to write, an .mp4 file (required)")
     add_encoder_argument(parser)
-    parser.add_argument("--method", choices=METHODS, default=defaults.method, help="what carries the edit from frame to frame: crw (the encoder's walks), or the baselines flow (DIS optical flow) and ema (no motion) (default: %(default)s)")
-    parser.add_argument("--strength", type=float, default=defaults.strength, help="weight of the carried low band where the correspondence is confident, in [0, 1); higher is steadier (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=24.0, help="frame rate of the output when the edit is a frame folder (default: %(default)s)")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default=defaults.method,
+        help="what carries the edit from frame to frame: crw (the encoder's walks), or the baselines flow (DIS optical flow) and ema (no motion) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=defaults.strength,
+        help="weight of the carried low band where the correspondence is confident, in [0, 1); higher is steadier (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=24.0,
+        help="frame rate of the output when the edit is a frame folder (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

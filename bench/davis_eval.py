@@ -118,7 +118,8 @@ def main() -> None:
         f"paper protocol (context 1 + 20, top-10, radius 12, temperature 0.05); {rows[0]['threads']} torch threads"
     )
     print(
-        f"{'implementation':<15} {'s/frame':>8} {'feat s/frame':>13} {'prop+score s/frame':>19} {'peak RSS MiB':>13} {'J':>6} {'F':>6}"
+        f"{'implementation':<15} {'s/frame':>8} {'feat s/frame':>13} {'prop+score s/frame':>19} "
+        f"{'peak RSS MiB':>13} {'J':>6} {'F':>6}"
     )
     for row in rows:
         per_frame = row["seconds"] / row["frames"]

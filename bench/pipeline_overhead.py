@@ -97,7 +97,8 @@ def main() -> None:
     embeds = torch.randn(16, 77, 768)
     t = scheduler.timesteps[10]
     print(
-        f"torch threads {torch.get_num_threads()}; UNet parameters {sum(p.numel() for p in unet.parameters()) / 1e6:.0f}M"
+        f"torch threads {torch.get_num_threads()}; "
+        f"UNet parameters {sum(p.numel() for p in unet.parameters()) / 1e6:.0f}M"
     )
 
     unet_s, noise = timed(lambda: unet(torch.cat([latents] * 2), t, encoder_hidden_states=embeds).sample, args.repeats)
@@ -129,7 +130,8 @@ def main() -> None:
     print(f"scheduler step, plain:                      {plain_s * 1000:9.2f} ms")
     print(f"scheduler step + tap + WalkRegCallback:     {walkreg_s * 1000:9.2f} ms")
     print(
-        f"walkreg added per step:                     {added * 1000:9.2f} ms = {100 * added / unet_s:.2f} % of the UNet step (target <= 10 %)"
+        f"walkreg added per step:                     {added * 1000:9.2f} ms = "
+        f"{100 * added / unet_s:.2f} % of the UNet step (target <= 10 %)"
     )
     print(f"source correspondences (once per video):    {corr_s * 1000:9.1f} ms = {corr_s / unet_s:.2f} UNet steps")
 
@@ -138,7 +140,8 @@ def main() -> None:
         guidance = WalkBackGuidance(weight=0.05, latent_layout="FCHW", cache=cache)
         guide_s, _ = timed(lambda: guidance.step(SimpleNamespace(vae=vae, scheduler=scheduler), latents), 1)
         print(
-            f"WalkBackGuidance step (VAE decode + CRW, fwd + bwd): {guide_s * 1000:9.1f} ms = {guide_s / unet_s:.2f} UNet steps"
+            f"WalkBackGuidance step (VAE decode + CRW, fwd + bwd): {guide_s * 1000:9.1f} ms = "
+            f"{guide_s / unet_s:.2f} UNet steps"
         )
 
     print("\ncached transitions (32x32 latent grid, top-k 10):")

@@ -28,7 +28,12 @@ start = time.perf_counter()
 if task == "score":
     score_clip(iter_frames(path, max_frames=frames), encoder, iter_frames(path, max_frames=frames), ScoreConfig())
 else:
-    for _ in stabilize(iter_frames(path, max_frames=frames), iter_frames(path, max_frames=frames), encoder, StabilizeConfig(method=task.split(":")[1])):
+    for _ in stabilize(
+        iter_frames(path, max_frames=frames),
+        iter_frames(path, max_frames=frames),
+        encoder,
+        StabilizeConfig(method=task.split(":")[1]),
+    ):
         pass
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -63,7 +68,8 @@ def main():
                 raise SystemExit(result.stderr.strip().splitlines()[-1])
             r = json.loads(result.stdout.strip().splitlines()[-1])
             print(
-                f"| {task} | {frames} | {r['seconds']:.1f} | {frames / r['seconds']:.2f} | {r['peak_mib']:.0f} |  (wall {time.perf_counter() - wall:.0f} s)"
+                f"| {task} | {frames} | {r['seconds']:.1f} | {frames / r['seconds']:.2f} | {r['peak_mib']:.0f} |  "
+                f"(wall {time.perf_counter() - wall:.0f} s)"
             )
 
 

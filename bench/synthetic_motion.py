@@ -71,7 +71,8 @@ def main() -> int:
             )
             write_davis_sequence(root, f"synthetic-{i:02d}", frames, ids)
             print(
-                f"rendered synthetic-{i:02d}: background {backgrounds[i % len(backgrounds)].name}, {args.frames} frames"
+                f"rendered synthetic-{i:02d}: background {backgrounds[i % len(backgrounds)].name}, "
+                f"{args.frames} frames"
             )
 
     fill_new_directory(out / "data", render, "`--out`")

@@ -152,9 +152,9 @@ def main() -> None:
                 }
                 base = base or row
                 print(
-                    f"{name:32s} {row['seconds']:8.2f} {base['seconds'] / row['seconds']:8.2f}x {row['peak_rss_gb']:12.2f} "
-                    f"{row['loss']:10.6f} {abs(row['loss'] - base['loss']):9.2e} {row['grad_norm']:10.4f} "
-                    f"{row['first_seconds']:10.1f}"
+                    f"{name:32s} {row['seconds']:8.2f} {base['seconds'] / row['seconds']:8.2f}x "
+                    f"{row['peak_rss_gb']:12.2f} {row['loss']:10.6f} {abs(row['loss'] - base['loss']):9.2e} "
+                    f"{row['grad_norm']:10.4f} {row['first_seconds']:10.1f}"
                 )
 
 

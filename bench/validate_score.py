@@ -1,4 +1,5 @@
-"""Controlled-flicker study: is the CRW score monotone in flicker strength and does it rank edits like the flow warp error?
+"""Controlled-flicker study: is the CRW score monotone in flicker strength and does it rank edits like the flow
+warp error?
 
 On real clips from the shared data (first N frames, resized) make per-frame edits of controlled strength:
 independent per-frame colour gains, brightness offsets and texture noise, a per-frame stylisation (a colour
@@ -10,8 +11,9 @@ edit against its source with ``walkreg.scoring.score_clip`` and, side by side, w
 - monotonicity of the scores in the strength of each flicker family;
 
 and stabilise two flickering edits (colour 0.2 and the per-frame stylisation) with each method of
-``walkreg.stabilize`` at several strengths (a flicker / fidelity trade-off curve per method): flicker is the flow warp error of the output with flow from the source (an independent
-measure: no CRW involved), fidelity is the mean absolute distance to the per-frame edit. Usage:
+``walkreg.stabilize`` at several strengths (a flicker / fidelity trade-off curve per method): flicker is the flow
+warp error of the output with flow from the source (an independent measure: no CRW involved), fidelity is the mean
+absolute distance to the per-frame edit. Usage:
 
     python bench/validate_score.py --encoder random-small --frames 16
 """
@@ -126,13 +128,14 @@ def score_table(
         rows[label].update(flow_warp_error=source_warp_error(flows, edited), flow_error_own=own_warp_error(edited))
     print(f"\n## {name} ({time.perf_counter() - start:.0f} s)\n")
     print(
-        "| edit | fidelity | fidelity error | agreement | walk_back | flow warp error (source flow) | flow warp error (edit's own flow) |"
+        "| edit | fidelity | fidelity error | agreement | walk_back | flow warp error (source flow) | "
+        "flow warp error (edit's own flow) |"
     )
     print("|---|---|---|---|---|---|---|")
     for label, r in rows.items():
         print(
-            f"| {label} | {r['fidelity']:.4f} | {r['fidelity_error']:.4f} | {r['agreement']:.4f} | {r['walk_back']:.4f} "
-            f"| {r['flow_warp_error']:.4f} | {r['flow_error_own']:.4f} |"
+            f"| {label} | {r['fidelity']:.4f} | {r['fidelity_error']:.4f} | {r['agreement']:.4f} "
+            f"| {r['walk_back']:.4f} | {r['flow_warp_error']:.4f} | {r['flow_error_own']:.4f} |"
         )
     print()
     for line in correlations(rows):
@@ -154,14 +157,16 @@ def correlations(rows: dict) -> list[str]:
     return [
         f"Spearman(fidelity, -flow warp error) = {spearman([r['fidelity'] for r in rows.values()], flow):.3f}",
         f"Spearman(agreement, -flow warp error) = {spearman([r['agreement'] for r in rows.values()], flow):.3f}",
-        f"Spearman(walk_back, -edit's own flow warp error) = {spearman([r['walk_back'] for r in rows.values()], own):.3f}",
+        "Spearman(walk_back, -edit's own flow warp error) = "
+        f"{spearman([r['walk_back'] for r in rows.values()], own):.3f}",
     ]
 
 
 def stabilisation_table(src: torch.Tensor, flows: list, made: dict, encoder) -> list[dict]:
     """Stabilise each edit of ``STABILISED`` with every method at every strength (the flicker / fidelity trade-off)."""
     print(
-        "\n| edit | method | strength | flicker: flow warp error | flicker reduction | MAE to per-frame edit | MAE to source | s |"
+        "\n| edit | method | strength | flicker: flow warp error | flicker reduction | MAE to per-frame edit | "
+        "MAE to source | s |"
     )
     print("|---|---|---|---|---|---|---|---|")
     results = []
@@ -182,14 +187,14 @@ def stabilisation_table(src: torch.Tensor, flows: list, made: dict, encoder) -> 
                     {"method": method, "strength": strength, "reduction": 1 - flicker / before, "mae": fidelity}
                 )
                 print(
-                    f"| {label} | {method} | {strength} | {flicker:.4f} | {100 * (1 - flicker / before):.0f}% | {fidelity:.4f} "
-                    f"| {(out - src).abs().mean():.4f} | {seconds:.1f} |"
+                    f"| {label} | {method} | {strength} | {flicker:.4f} | {100 * (1 - flicker / before):.0f}% "
+                    f"| {fidelity:.4f} | {(out - src).abs().mean():.4f} | {seconds:.1f} |"
                 )
     return results
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--clips", nargs="+", default=CLIPS, help="clips relative to --data")
     parser.add_argument("--encoder", default="random-small")

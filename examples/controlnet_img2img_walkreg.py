@@ -1,7 +1,8 @@
 """ControlNet (Canny) img2img, frame by frame, with walkreg -- given local model directories (no downloads).
 
     python examples/controlnet_img2img_walkreg.py clip.mp4 --model path/to/stable-diffusion-v1-5 \
-        --controlnet path/to/sd-controlnet-canny --encoder path/to/walkreg-crw-r18 --prompt "a bronze statue" --out edited.mp4
+        --controlnet path/to/sd-controlnet-canny --encoder path/to/walkreg-crw-r18 \
+        --prompt "a bronze statue" --out edited.mp4
 """
 
 from __future__ import annotations

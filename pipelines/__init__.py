@@ -1,4 +1,5 @@
-"""Diffusers integration for walkreg (installed as ``walkreg.pipelines``; needs ``pip install 'walkreg[diffusers]'``)."""
+"""Diffusers integration for walkreg (installed as ``walkreg.pipelines``; needs
+``pip install 'walkreg[diffusers]'``)."""
 
 from importlib import import_module
 

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--encoder",
         default=None,
         metavar="NAME_OR_DIR",
-        help="the CRW encoder: a directory, 'default' (bundled), 'random-resnet18' or 'random-resnet18-small' (default: MODEL/crw_encoder if present, else the bundled encoder)",
+        help="the CRW encoder: a directory, 'default' (bundled), 'random-resnet18' or 'random-resnet18-small' "
+        "(default: MODEL/crw_encoder if present, else the bundled encoder)",
     )
     parser.add_argument(
         "--negative-prompt", default=None, help="what the edit should not show, for every frame (default: none)"

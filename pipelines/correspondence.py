@@ -125,7 +125,8 @@ class SourceCorrespondences:
         num_latent = layout.num_latent_frames(frames.shape[0])
         if num_latent < 2:
             raise ValueError(
-                f"`frames` must give at least 2 latent frames to propagate between, but {frames.shape[0]} source frames give {num_latent}."
+                "`frames` must give at least 2 latent frames to propagate between, "
+                f"but {frames.shape[0]} source frames give {num_latent}."
             )
         h, w = grid
         last = layout.source_frame(num_latent - 1)
@@ -171,7 +172,8 @@ class SourceCorrespondences:
 
 
 def as_frames(frames) -> torch.Tensor:
-    """A ``(T, 3, H, W)`` float tensor in [0, 1], or a list of PIL images / ``(H, W, 3)`` uint8 arrays -> the tensor."""
+    """A ``(T, 3, H, W)`` float tensor in [0, 1], or a list of PIL images / ``(H, W, 3)`` uint8 arrays -> the
+    tensor."""
     if isinstance(frames, (list, tuple)):
         if not frames:
             raise ValueError("`source_video` holds no frames.")
@@ -218,7 +220,8 @@ class CorrespondenceCache:
         if key not in self._entries:
             if self.encoder is None or self.source_video is None:
                 raise ValueError(
-                    f"No source correspondences for a {grid[0]}x{grid[1]} latent grid in layout {layout.axes!r}; pass `encoder` and `source_video`."
+                    f"No source correspondences for a {grid[0]}x{grid[1]} latent grid in layout {layout.axes!r}; "
+                    "pass `encoder` and `source_video`."
                 )
             self.encoder.to(device)
             self._entries[key] = SourceCorrespondences.compute(
@@ -234,8 +237,9 @@ class CorrespondenceCache:
         corr = self.get(frames.shape[-2:], layout, frames.device)
         if corr.num_latent_frames != frames.shape[1]:
             raise ValueError(
-                f"`latents` hold {frames.shape[1]} frames, but the source video's {corr.num_source_frames} frames give "
-                f"{corr.num_latent_frames} latent frames in layout {layout.axes!r}; pass the same frames to the pipeline."
+                f"`latents` hold {frames.shape[1]} frames, but the source video's {corr.num_source_frames} "
+                f"frames give {corr.num_latent_frames} latent frames in layout {layout.axes!r}; "
+                "pass the same frames to the pipeline."
             )
         return corr
 

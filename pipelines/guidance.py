@@ -32,7 +32,8 @@ from .schedules import tapped
 
 
 def decode_frames(pipeline, denoised: torch.Tensor) -> torch.Tensor:
-    """``(B, F, C, h, w)`` latents -> ``(B, F, 3, H, W)`` pixels in [0, 1] through ``pipeline.vae`` (differentiable)."""
+    """``(B, F, C, h, w)`` latents -> ``(B, F, 3, H, W)`` pixels in [0, 1] through ``pipeline.vae``
+    (differentiable)."""
     b, f = denoised.shape[:2]
     vae = pipeline.vae
     latents = denoised.flatten(0, 1).to(vae.dtype) / vae.config.scaling_factor

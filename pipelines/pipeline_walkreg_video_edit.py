@@ -1,4 +1,5 @@
-"""``WalkRegVideoEditPipeline``: per-frame Stable Diffusion img2img with walkreg's propagation and guidance built in."""
+"""``WalkRegVideoEditPipeline``: per-frame Stable Diffusion img2img with walkreg's propagation and guidance
+built in."""
 
 from __future__ import annotations
 
@@ -97,7 +98,8 @@ class WalkRegVideoEditPipeline(StableDiffusionImg2ImgPipeline):
         multiple = self.vae_scale_factor
         if frames.shape[-2] % multiple or frames.shape[-1] % multiple:
             raise ValueError(
-                f"`video` frames must have height and width divisible by {multiple}, but are {tuple(frames.shape[-2:])}."
+                f"`video` frames must have height and width divisible by {multiple}, "
+                f"but are {tuple(frames.shape[-2:])}."
             )
         if not 0.0 <= walkreg_weight <= 1.0:
             raise ValueError(f"`walkreg_weight` must be in [0, 1], but is {walkreg_weight}.")
@@ -138,11 +140,14 @@ class WalkRegVideoEditPipeline(StableDiffusionImg2ImgPipeline):
         """Edit ``video``.
 
         Args:
-            video: ``(T, 3, H, W)`` float in [0, 1] or a list of PIL images; ``H`` and ``W`` divisible by the VAE scale.
+            video: ``(T, 3, H, W)`` float in [0, 1] or a list of PIL images; ``H`` and ``W``
+                divisible by the VAE scale.
             prompt, negative_prompt: one text for every frame (or ``prompt_embeds`` / ``negative_prompt_embeds`` of
                 shape ``(1, L, D)`` or ``(T, L, D)``).
-            strength, num_inference_steps, guidance_scale, generator: as for img2img (``generator`` may be one per frame).
-            walkreg_weight, walkreg_range, anchor_mix: :class:`WalkRegCallback` settings; weight 0 is the plain pipeline.
+            strength, num_inference_steps, guidance_scale, generator: as for img2img (``generator`` may be one
+                per frame).
+            walkreg_weight, walkreg_range, anchor_mix: :class:`WalkRegCallback` settings;
+                weight 0 is the plain pipeline.
             guidance_weight, guidance_range: :class:`WalkBackGuidance` settings (0 disables it; it is costly).
             score: compute the consistency scores of the result against the source.
             output_type: ``"pt"``, ``"np"`` or ``"pil"``.

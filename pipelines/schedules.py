@@ -39,7 +39,8 @@ def _family(scheduler) -> str:
     if name in _SIGMAS:
         return "sigmas"
     raise ValueError(
-        f"walkreg cannot read the noise level of {name}; supported schedulers are {', '.join(_ALPHAS_CUMPROD + _SIGMAS)}."
+        f"walkreg cannot read the noise level of {name}; "
+        f"supported schedulers are {', '.join(_ALPHAS_CUMPROD + _SIGMAS)}."
     )
 
 
@@ -78,7 +79,8 @@ def noise_level(scheduler, timestep, step_index: int | None = None) -> tuple[flo
 
 
 def next_signal_scale(scheduler, step_index: int) -> float:
-    """``alpha`` of the sample that step ``step_index`` returns (1 after the final step): how much ``x0`` it carries."""
+    """``alpha`` of the sample that step ``step_index`` returns (1 after the final step): how much ``x0`` it
+    carries."""
     index = step_index + 1
     if _family(scheduler) == "sigmas":
         return noise_level(scheduler, None, index)[0] if index < len(scheduler.sigmas) else 1.0

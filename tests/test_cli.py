@@ -24,7 +24,10 @@ def test_python_dash_m_walkreg_works():
 
 
 def test_core_import_does_not_pull_optional_packages():
-    code = "import sys, walkreg, walkreg.video, walkreg.cli; print(sorted(m for m in ('diffusers', 'accelerate', 'transformers', 'walkreg.pipelines', 'walkreg.train') if m in sys.modules))"
+    code = (
+        "import sys, walkreg, walkreg.video, walkreg.cli; print(sorted(m for m in ('diffusers', 'accelerate', "
+        "'transformers', 'walkreg.pipelines', 'walkreg.train') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 

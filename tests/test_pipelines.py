@@ -310,7 +310,7 @@ def test_cached_transition_memory_is_linear_in_frames():
     assert per_frame > 0 and sizes[5] - sizes[3] == pytest.approx(2 * per_frame)
 
 
-# -- the callback on each latent layout ---------------------------------------------------------------------------------
+# -- the callback on each latent layout ------------------------------------------------------------------------------
 
 
 def test_sd_img2img_weight_zero_is_bit_exact_and_weight_changes_the_result():
@@ -422,7 +422,7 @@ def test_propagation_reduces_frame_to_frame_differences_on_a_static_source():
     assert propagate_denoised(noisy, corr, weight=0.0) is noisy
 
 
-# -- walk-back guidance ------------------------------------------------------------------------------------------------
+# -- walk-back guidance ----------------------------------------------------------------------------------------------
 
 
 def test_walk_back_guidance_step_lowers_the_loss_and_changes_the_edit():

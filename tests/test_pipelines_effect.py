@@ -58,7 +58,8 @@ def test_walkreg_reduces_flicker_on_a_real_clip_at_a_comparable_distance():
     moved = (steady - plain).abs().mean().item()  # how far walkreg moved from the plain edit
     print(
         f"flicker plain {flicker_plain:.4f} walkreg {flicker_walkreg:.4f} (source {flicker(source, source):.4f}); "
-        f"|plain - source| {edit_size:.4f}, |walkreg - plain| {moved:.4f}, |walkreg - source| {(steady - source).abs().mean():.4f}"
+        f"|plain - source| {edit_size:.4f}, |walkreg - plain| {moved:.4f}, "
+        f"|walkreg - source| {(steady - source).abs().mean():.4f}"
     )
     assert flicker_walkreg < 0.9 * flicker_plain
     assert moved < 0.5 * edit_size  # still the plain edit, not a copy of the source nor a different picture

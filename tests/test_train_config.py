@@ -1,4 +1,5 @@
-"""The trainer's configuration: type and range checks, `walkreg train --help`, the default tracker, config-file paths."""
+"""The trainer's configuration: type and range checks, `walkreg train --help`, the default tracker, config-file
+paths."""
 
 import argparse
 import dataclasses

@@ -9,7 +9,8 @@ Every field is checked against its type hint (an ``int`` field refuses ``2.5``, 
 file (:meth:`TrainConfig.from_file`) or from ``walkreg train`` flags; an error is a one-line ``ValueError`` naming
 the field, the rule and the value. In a config file, relative paths (the fields in ``PATH_FIELDS``) are relative to
 the file's folder, so a config works from any working directory; paths given in Python or as flags are used as given.
-The ``walkreg train --help`` text of each field is its entry in the :class:`TrainConfig` docstring (:func:`field_docs`).
+The ``walkreg train --help`` text of each field is its entry in the :class:`TrainConfig` docstring
+(:func:`field_docs`).
 """
 
 from __future__ import annotations

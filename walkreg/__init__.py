@@ -3,7 +3,8 @@
 Core API (torch, numpy, safetensors and PyAV only; the Diffusers integration lives in ``walkreg.pipelines`` and the
 trainer in ``walkreg.train``). Where things live:
 
-- :mod:`walkreg.encoder`: :class:`CRWEncoder`, frames ``(B, T, 3, H, W)`` in [0, 1] -> features ``(B, C, T, H/8, W/8)``.
+- :mod:`walkreg.encoder`: :class:`CRWEncoder`, frames ``(B, T, 3, H, W)`` in [0, 1] -> features
+  ``(B, C, T, H/8, W/8)``.
 - :mod:`walkreg.features`: :func:`create_features`, every feature extractor by name (the bundled encoder, an encoder
   directory, random-init encoders, raw Lab or RGB pixels).
 - :mod:`walkreg.cells`: the stride-8 cell grid that all features share.

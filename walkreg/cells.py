@@ -20,7 +20,8 @@ def pad_to_cells(frames: torch.Tensor) -> torch.Tensor:
 
 
 def cell_values(frame: torch.Tensor, sub_cells: int) -> torch.Tensor:
-    """``(3, H, W)`` -> ``(1, 3 * sub_cells**2, h, w)``: the mean colours of ``sub_cells x sub_cells`` blocks per cell."""
+    """``(3, H, W)`` -> ``(1, 3 * sub_cells**2, h, w)``: the mean colours of ``sub_cells x sub_cells`` blocks per
+    cell."""
     padded = pad_to_cells(frame[None])
     return F.pixel_unshuffle(padded if sub_cells == STRIDE else F.avg_pool2d(padded, STRIDE // sub_cells), sub_cells)
 
@@ -36,7 +37,8 @@ def cell_means(image: torch.Tensor) -> torch.Tensor:
 
 
 def upsample_cells(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(1, C, h, w)`` cell values -> ``(C, H, W)`` smooth image (bilinear from the cell centres, cropped to ``size``)."""
+    """``(1, C, h, w)`` cell values -> ``(C, H, W)`` smooth image (bilinear from the cell centres, cropped to
+    ``size``)."""
     h, w = cells.shape[-2:]
     full = F.interpolate(cells, size=(h * STRIDE, w * STRIDE), mode="bilinear", align_corners=False)
     return full[0, :, : size[0], : size[1]]

@@ -5,7 +5,8 @@ features; the first frame's one-hot labels are resized bilinearly to the feature
 :func:`walkreg.propagation.propagate` carries them through the clip (first frame + 20 previous frames as context,
 top-10 taken jointly over all of it, radius 12 except for the first frame, temperature 0.05, soft labels fed back);
 each predicted soft map is upsampled bilinearly to the frame size and its argmax is the predicted object id. The
-first frame's output is its annotation. Predictions are written as DAVIS palette PNGs, ``OUT/<method>/<seq>/<frame>.png``.
+first frame's output is its annotation. Predictions are written as DAVIS palette PNGs,
+``OUT/<method>/<seq>/<frame>.png``.
 
 Scoring follows davis2017-evaluation's semi-supervised task: objects are ids ``1..max`` of the first annotation,
 the first and last frames are not scored, J and F per object and frame (:mod:`walkreg.metrics`), summarised per

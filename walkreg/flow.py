@@ -60,7 +60,8 @@ def guide_flow(frame_t: torch.Tensor, frame_next: torch.Tensor) -> tuple[torch.T
 
 def warp_error(flow: tuple[torch.Tensor, torch.Tensor], edited: tuple[torch.Tensor, torch.Tensor]) -> float:
     """Mean absolute difference (in [0, 1]) between edited frame ``t+1`` and edited frame ``t`` (``(3, H, W)``
-    each) warped onto it along ``flow`` (from :func:`guide_flow`), over the visible pixels; lower is more consistent."""
+    each) warped onto it along ``flow`` (from :func:`guide_flow`), over the visible pixels; lower is more
+    consistent."""
     backward, visible = flow
     error = (warp(edited[0], backward) - edited[1]).abs().mean(0)
     return float(error[visible].mean()) if visible.any() else float(error.mean())

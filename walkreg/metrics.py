@@ -31,7 +31,8 @@ def _check_masks(annotation: np.ndarray, prediction: np.ndarray, void: np.ndarra
     """Validate two ``(H, W)`` masks (and the void mask); return the valid-pixel mask."""
     if annotation.ndim != 2 or annotation.shape != prediction.shape:
         raise ValueError(
-            f"`annotation` and `prediction` must be (H, W) masks of one shape, but are {annotation.shape} and {prediction.shape}."
+            "`annotation` and `prediction` must be (H, W) masks of one shape, "
+            f"but are {annotation.shape} and {prediction.shape}."
         )
     if void is None:
         return np.ones(annotation.shape, dtype=bool)

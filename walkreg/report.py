@@ -36,7 +36,8 @@ def _rgb(image: torch.Tensor) -> np.ndarray:
 
 
 def _heat_rgb(heat: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """``(h, w)`` in [0, 1] -> ``(*size, 3)`` uint8 through the ``inferno`` colour map (nearest-resized to ``size``)."""
+    """``(h, w)`` in [0, 1] -> ``(*size, 3)`` uint8 through the ``inferno`` colour map (nearest-resized to
+    ``size``)."""
     plt = _pyplot()
     heat = torch.nn.functional.interpolate(heat[None, None].float(), size=size, mode="nearest")[0, 0]
     return (plt.get_cmap("inferno")(heat.clamp(0, 1).numpy())[..., :3] * 255).astype(np.uint8)
@@ -101,7 +102,8 @@ def render_report(body: dict, out: ScoreOutput) -> str:
         for v in out.worst
     )
     animation = (
-        f'<h2>Inconsistency over the clip</h2><img alt="heat-map animation" src="data:image/gif;base64,{_animation(out.preview)}">'
+        "<h2>Inconsistency over the clip</h2>"
+        f'<img alt="heat-map animation" src="data:image/gif;base64,{_animation(out.preview)}">'
         if out.preview
         else ""
     )

@@ -15,9 +15,9 @@ Every score is given per frame pair ``(t, t+1)`` and overall (the mean over pair
   cell, by default every pixel, so a per-pixel texture flicker counts in full), so an unedited clip scores
   exactly 1 however it moves and the resampling blur of the walk cancels.
   ``fidelity = exp(-error / colour_scale)`` with ``error`` the confidence-weighted mean absolute difference
-  (also reported as ``fidelity_error``, [0, 1], lower is better). The confidence of a source cell is its forward-backward
-  cycle consistency: the mass of the source walk ``t+1 -> t -> t+1`` that comes home, so occluded and
-  disoccluded cells count little.
+  (also reported as ``fidelity_error``, [0, 1], lower is better). The confidence of a source cell is its
+  forward-backward cycle consistency: the mass of the source walk ``t+1 -> t -> t+1`` that comes home, so
+  occluded and disoccluded cells count little.
 - ``agreement`` (needs the source): the walk goes ``t+1 -> t`` on the edited clip and back ``t -> t+1`` on the
   source; the home-coming mass divided by the source's own round trip (clipped to [0, 1]). It drops when the
   edit's correspondences disagree with the source motion (frozen, shuffled or re-textured content).

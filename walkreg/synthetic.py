@@ -127,7 +127,8 @@ def synthetic_sequence(
 def write_davis_sequence(
     root: str | os.PathLike, name: str, frames: torch.Tensor, ids: np.ndarray, resolution: str = "480p"
 ) -> None:
-    """Store ``frames`` ``(T, 3, H, W)`` as lossless PNGs and ``ids`` ``(T, H, W)`` as DAVIS palette PNGs under ``root``."""
+    """Store ``frames`` ``(T, 3, H, W)`` as lossless PNGs and ``ids`` ``(T, H, W)`` as DAVIS palette PNGs under
+    ``root``."""
     if frames.shape[0] != ids.shape[0] or tuple(frames.shape[-2:]) != tuple(ids.shape[-2:]):
         raise ValueError(f"`frames` {tuple(frames.shape)} and `ids` {ids.shape} must agree in length and frame size.")
     root = Path(root)

@@ -151,7 +151,8 @@ def iter_frames(
         raise VideoReadError(f"Video {str(path)!r} holds no decodable frames.")
     if info.num_frames and decoded < info.num_frames:
         raise VideoReadError(
-            f"Video {str(path)!r} is truncated: its header declares {info.num_frames} frames but only {decoded} decode."
+            f"Video {str(path)!r} is truncated: its header declares {info.num_frames} frames "
+            f"but only {decoded} decode."
         )
 
 
@@ -244,7 +245,8 @@ def write_frames(folder: str | os.PathLike, frames: torch.Tensor | np.ndarray, s
 
 
 def davis_palette() -> np.ndarray:
-    """The DAVIS / PASCAL VOC colour map: ``(256, 3)`` uint8, id ``i`` -> RGB (the bits of ``i`` spread over R, G, B)."""
+    """The DAVIS / PASCAL VOC colour map: ``(256, 3)`` uint8, id ``i`` -> RGB (the bits of ``i`` spread
+    over R, G, B)."""
     palette = np.zeros((256, 3), dtype=np.uint8)
     for label in range(256):
         value, r, g, b = label, 0, 0, 0
@@ -297,7 +299,8 @@ def write_annotation(path: str | os.PathLike, ids: np.ndarray | torch.Tensor) ->
 
 @dataclass
 class DavisSequence:
-    """A DAVIS sequence: ``frames`` ``(T, 3, H, W)`` in [0, 1] and ``annotations`` ``(T, H, W)`` ids (None if absent)."""
+    """A DAVIS sequence: ``frames`` ``(T, 3, H, W)`` in [0, 1] and ``annotations`` ``(T, H, W)`` ids (None if
+    absent)."""
 
     name: str
     frames: torch.Tensor
@@ -334,11 +337,13 @@ def check_clip_pair(edited: str | os.PathLike, source: str | os.PathLike | None)
     src = probe_video(source)
     if (src.height, src.width) != (info.height, info.width):
         raise ValueError(
-            f"`--source` is {src.width}x{src.height} but `edited` is {info.width}x{info.height}; both must have the same size."
+            f"`--source` is {src.width}x{src.height} but `edited` is {info.width}x{info.height}; "
+            "both must have the same size."
         )
     if src.num_frames and info.num_frames and src.num_frames != info.num_frames:
         raise ValueError(
-            f"`--source` has {src.num_frames} frames but `edited` has {info.num_frames}; both must have the same length."
+            f"`--source` has {src.num_frames} frames but `edited` has {info.num_frames}; "
+            "both must have the same length."
         )
     if src.fps and info.fps and abs(src.fps - info.fps) > 1e-3 * src.fps:
         raise ValueError(

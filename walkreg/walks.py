@@ -132,7 +132,8 @@ def local_transitions(
     check_temperature(temperature)
     if query.shape != key.shape or query.ndim != 4:
         raise ValueError(
-            f"`query` and `key` must both have shape (B, C, h, w), but got {tuple(query.shape)} and {tuple(key.shape)}."
+            "`query` and `key` must both have shape (B, C, h, w), "
+            f"but got {tuple(query.shape)} and {tuple(key.shape)}."
         )
     windows = LocalWindows.cached(query.shape[-2], query.shape[-1], float(radius), device=str(query.device))
     sims = windows.window_similarities(windows.queries(windows.pad(query)), windows.pad(key))  # (B, tiles, S, W)
@@ -167,7 +168,8 @@ class WalkConfig:
             raise ValueError(f"`top_k` must be >= 1, but is {self.top_k}.")
         if not self.home_radius > 1:
             raise ValueError(
-                f"`home_radius` must be > 1 cell (the start cell itself is at distance 0 < 1), but is {self.home_radius}."
+                "`home_radius` must be > 1 cell (the start cell itself is at distance 0 < 1), "
+                f"but is {self.home_radius}."
             )
 
     def step(self, query: torch.Tensor, key: torch.Tensor) -> SparseTransitions:

@@ -60,7 +60,8 @@ def version() -> str:
 
 
 def _chosen_command(argv: list[str]) -> str | None:
-    """The subcommand named in ``argv``: the first argument that is not an option (the top level has no valued options)."""
+    """The subcommand named in ``argv``: the first argument that is not an option (the top level has no valued
+    options)."""
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 

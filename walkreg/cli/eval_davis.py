@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder",
         metavar="NAME_OR_DIR",
-        help="the encoder to evaluate: an encoder directory (CRWEncoder.save_pretrained or convert-crw) or 'default' for the bundled encoder; reported as method 'encoder' (default: none)",
+        help="the encoder to evaluate: an encoder directory (CRWEncoder.save_pretrained or convert-crw) or "
+        "'default' for the bundled encoder; reported as method 'encoder' (default: none)",
     )
     parser.add_argument(
         "--baselines",
@@ -51,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         choices=BASELINES,
         metavar="NAME",
-        help=f"features to evaluate beside the encoder, each reported under its own name: {', '.join(BASELINES)} (default: none)",
+        help="features to evaluate beside the encoder, each reported under its own name: "
+        f"{', '.join(BASELINES)} (default: none)",
     )
     parser.add_argument(
         "--sequences", nargs="+", metavar="SEQ", help="the sequences to evaluate (default: all of DAVIS_ROOT)"
@@ -95,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--void",
         default="ignore",
         choices=("ignore", "background"),
-        help="how void pixels (id 255) are scored: ignored, or as background as davis2017-evaluation does (default: %(default)s)",
+        help="how void pixels (id 255) are scored: ignored, or as background as davis2017-evaluation does "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="initialisation seed of the random-init baselines (default: %(default)s)"

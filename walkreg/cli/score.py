@@ -30,12 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--source",
-        help="the unedited clip, same length, size and frame rate (with --batch: a folder of clips with the same names); without it only walk_back is scored (default: none)",
+        help="the unedited clip, same length, size and frame rate (with --batch: a folder of clips with the same "
+        "names); without it only walk_back is scored (default: none)",
     )
     add_encoder_argument(parser)
     parser.add_argument(
         "--json",
-        help="write the scores to this JSON file, schema walkreg.score/1 (batch: walkreg.score-batch/1) (default: none)",
+        help="write the scores to this JSON file, schema walkreg.score/1 (batch: walkreg.score-batch/1) "
+        "(default: none)",
     )
     parser.add_argument("--report", help="write a self-contained HTML report to this file (default: none)")
     parser.add_argument("--batch", action="store_true", help="score every clip in the EDITED folder (default: off)")

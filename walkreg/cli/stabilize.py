@@ -33,13 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--method",
         choices=METHODS,
         default=defaults.method,
-        help="what carries the edit from frame to frame: crw (the encoder's walks), or the baselines flow (DIS optical flow) and ema (no motion) (default: %(default)s)",
+        help="what carries the edit from frame to frame: crw (the encoder's walks), or the baselines flow "
+        "(DIS optical flow) and ema (no motion) (default: %(default)s)",
     )
     parser.add_argument(
         "--strength",
         type=float,
         default=defaults.strength,
-        help="weight of the carried low band where the correspondence is confident, in [0, 1); higher is steadier (default: %(default)s)",
+        help="weight of the carried low band where the correspondence is confident, in [0, 1); "
+        "higher is steadier (default: %(default)s)",
     )
     parser.add_argument(
         "--fps",

@@ -188,3 +188,26 @@ def test_check_outputs_differ_catches_equal_paths_and_other_spellings(tmp_path, 
     with pytest.raises(ValueError, match="`--report` 'r.html' is the same file as `--json` './r.html'"):
         atomic.check_outputs_differ({"--json": "./r.html", "--report": "r.html"}, {"EDITED": "edited.mp4"})
     atomic.check_outputs_differ({"--json": "scores.json", "--report": None, "--log": "-"}, {"EDITED": "edited.mp4"})
+
+
+def _dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def test_clean_leftovers_tidies_what_killed_writers_left_and_spares_running_ones(tmp_path):
+    target = tmp_path / "out"
+    dead, alive = _dead_pid(), os.getpid()
+    (tmp_path / f".out.partial-{dead}-0badc0de").mkdir()  # a killed eval-davis run
+    (tmp_path / f".out.partial-{alive}-0000beef").mkdir()  # a run still going
+    (tmp_path / f".out.stale-{dead}-00c0ffee").mkdir()  # the old target of a swap killed between its renames
+    (tmp_path / f".out.stale-{dead}-00c0ffee" / "keep.txt").write_text("old")
+    atomic.clean_leftovers(target)
+    assert (target / "keep.txt").read_text() == "old"  # put back, since the target was missing
+    assert [p.name for p in atomic.leftovers(target)] == [f".out.partial-{alive}-0000beef"]
+
+
+def test_a_new_directory_write_removes_a_killed_runs_temporary(tmp_path):
+    (tmp_path / f".out.partial-{_dead_pid()}-0badc0de").mkdir()
+    atomic.fill_new_directory(tmp_path / "out", lambda tmp: (tmp / "a.txt").write_text("a"), "`--out`")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

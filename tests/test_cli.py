@@ -1,7 +1,9 @@
 import argparse
+import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from walkreg.cli import main
@@ -68,3 +70,86 @@ def test_old_feature_names_still_work_with_a_one_line_deprecation_message(tmp_pa
     err = capsys.readouterr().err
     assert "walkreg score: warning: The features name 'pixels' is deprecated; use 'rgb'." in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def clip_files(tmp_path_factory):
+    from testing_utils import synthetic_video
+
+    from walkreg.video import write_video
+
+    folder = tmp_path_factory.mktemp("clips")
+    source = synthetic_video(4, 32, 48, shift=(0, 2), seed=3)
+    write_video(folder / "src.mp4", source, fps=8)
+    write_video(folder / "edit.mp4", (source * 0.9).clamp(0, 1), fps=8)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "make_args, clobbered",
+    [
+        (lambda d: ["score", str(d / "edit.mp4"), "--encoder", "rgb", "--json", str(d / "edit.mp4")], "edit.mp4"),
+        (
+            lambda d: [
+                "score",
+                str(d / "edit.mp4"),
+                "--source",
+                str(d / "src.mp4"),
+                "--encoder",
+                "rgb",
+                "--report",
+                str(d / "sub" / ".." / "src.mp4"),
+            ],
+            "src.mp4",
+        ),
+        (
+            lambda d: [
+                "stabilize",
+                "--source",
+                str(d / "src.mp4"),
+                "--edited",
+                str(d / "edit.mp4"),
+                "--encoder",
+                "rgb",
+                "--out",
+                str(d / "edit.mp4"),
+            ],
+            "edit.mp4",
+        ),
+        (
+            lambda d: [
+                "stabilize",
+                "--source",
+                str(d / "src.mp4"),
+                "--edited",
+                str(d / "edit.mp4"),
+                "--encoder",
+                "rgb",
+                "--out",
+                str(d / "link.mp4"),
+            ],
+            "src.mp4",
+        ),
+    ],
+)
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(clip_files, tmp_path, capsys, make_args, clobbered):
+    folder = tmp_path / "clips"
+    shutil.copytree(clip_files, folder)
+    (folder / "sub").mkdir()
+    (folder / "link.mp4").symlink_to(folder / "src.mp4")
+    before = (folder / clobbered).read_bytes()
+    assert main(make_args(folder)) == 1
+    err = capsys.readouterr().err.strip()
+    assert "is the same file as" in err and "\n" not in err
+    assert (folder / clobbered).read_bytes() == before
+
+
+def test_score_writes_its_report_and_json_together_or_not_at_all(clip_files, tmp_path, capsys):
+    (tmp_path / "not-a-folder").write_text("a file where the JSON's folder should be")
+    report, bad_json = tmp_path / "r.html", tmp_path / "not-a-folder" / "scores.json"
+    args = ["score", str(clip_files / "edit.mp4"), "--source", str(clip_files / "src.mp4"), "--encoder", "rgb"]
+    assert main([*args, "--report", str(report), "--json", str(bad_json)]) == 1
+    assert "\n" not in capsys.readouterr().err.strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]  # no report, no temporary
+    assert main([*args, "--report", str(report), "--json", str(tmp_path / "scores.json")]) == 0
+    assert report.stat().st_size > 0 and (tmp_path / "scores.json").stat().st_size > 0

@@ -4,7 +4,7 @@ A failed or interrupted write leaves the previous file (or nothing) behind, neve
 hidden siblings of the target, unique per process and per call (``.<stem>.partial-<pid>-<token><suffix>``), so two
 processes writing the same target never share a temporary; the suffix is kept because some writers (video
 containers) choose the format from it. A process killed mid-write can leave such a name behind: :func:`leftovers`
-finds them.
+finds them and :func:`clean_leftovers` (called before every write) tidies those of processes no longer running.
 
 Single files: :func:`replace_atomically`, :func:`write_text_atomic`. Directories: :func:`replace_directory`,
 :func:`fill_new_directory` (and :func:`swap_directory` for a directory built elsewhere). Several files, all or none:
@@ -33,13 +33,43 @@ def temporary_path(target: PathLike, kind: str = "partial") -> Path:
     return target.with_name(f".{target.stem}.{kind}-{os.getpid()}-{secrets.token_hex(4)}{target.suffix}")
 
 
+def _leftover_pattern(target: Path) -> re.Pattern:
+    return re.compile(rf"\.{re.escape(target.stem)}\.(partial|stale)-(\d+)-[0-9a-f]+{re.escape(target.suffix)}")
+
+
 def leftovers(target: PathLike) -> list[Path]:
     """The temporaries and stale copies of ``target`` (from any process) still in its folder, sorted."""
     target = Path(target)
-    pattern = re.compile(rf"\.{re.escape(target.stem)}\.(partial|stale)-\d+-[0-9a-f]+{re.escape(target.suffix)}")
+    pattern = _leftover_pattern(target)
     if not target.parent.is_dir():
         return []
     return sorted(p for p in target.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def clean_leftovers(target: PathLike) -> None:
+    """Tidy what killed writers of ``target`` left: their temporaries are removed, and a stale copy (the old
+    ``target`` of a :func:`swap_directory` killed between its renames) is put back if ``target`` is missing, else
+    removed. Leftovers of processes still running are not touched."""
+    target = Path(target)
+    pattern = _leftover_pattern(target)
+    for path in leftovers(target):
+        kind, pid = pattern.fullmatch(path.name).groups()
+        if _process_alive(int(pid)):
+            continue
+        if kind == "stale" and not target.exists():
+            os.rename(path, target)
+        else:
+            _remove(path)
 
 
 def _remove(path: Path) -> None:
@@ -78,6 +108,7 @@ def replace_atomically(target: PathLike, write: Callable[[Path], None]) -> None:
     On failure the temporary (and any folder this call created for it) is removed and ``target`` is untouched.
     """
     target = Path(target)
+    clean_leftovers(target)
     created = _make_parents(target)
     tmp = temporary_path(target)
     try:
@@ -122,6 +153,7 @@ def _build_directory(target: Path, write: Callable[[Path], T], move: Callable[[P
 
     On failure the temporary (and any folder this call created for it) is removed. Returns what ``write`` returns.
     """
+    clean_leftovers(target)
     created = _make_parents(target)
     tmp = temporary_path(target)
     tmp.mkdir()
@@ -174,7 +206,10 @@ class OutputSet:
         self._created: list[Path] = []  # folders made for the temporaries
 
     def write(self, target: PathLike, write: Callable[[Path], None]) -> Path:
-        """Run ``write(tmp)`` on a unique temporary sibling of ``target`` now; ``target`` is replaced at the end."""
+        """Run ``write(tmp)`` on a unique temporary sibling of ``target`` now; ``target`` is replaced at the end.
+
+        Returns the temporary, which holds the new file until the block ends (so it can be read back meanwhile).
+        """
         target = Path(target)
         for _, other in self._pending:
             if _same_file(target, other):
@@ -182,14 +217,15 @@ class OutputSet:
                     f"The outputs of one command must be different files, but {str(other)!r} and {str(target)!r} "
                     "are the same file."
                 )
+        clean_leftovers(target)
         self._created += _make_parents(target)
         tmp = temporary_path(target)
         self._pending.append((tmp, target))
         write(tmp)
-        return target
+        return tmp
 
     def write_text(self, target: PathLike, text: str) -> Path:
-        """Write ``text`` (UTF-8) to ``target`` at the end of the block."""
+        """Write ``text`` (UTF-8) for ``target`` (see :meth:`write`)."""
         return self.write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     def _commit(self) -> None:

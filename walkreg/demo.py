@@ -1,13 +1,9 @@
-"""The demo: the main job end to end on the bundled clip, offline (``walkreg demo``).
+"""The demo: the main job end to end on the bundled clip, offline (``walkreg demo``, :func:`run_demo`).
 
-1. A real clip (``walkreg/assets/demo.mp4``) gets a real per-frame edit that flickers: each frame is posterised to
-   its own k-means palette (seeded per frame, as an image editor or a per-frame diffusion pass would) with a small
-   per-frame colour cast.
-2. walkreg stabilises the edit along the source clip's CRW correspondences (:func:`walkreg.stabilize.stabilize`).
-3. Both versions are scored against the source (:func:`walkreg.scoring.score_clip`, plus the OpenCV flow baseline
-   when OpenCV is installed).
-4. Outputs in ``--out``: ``side_by_side.mp4`` (source | per-frame edit | walkreg), ``per_frame_edit.mp4``,
-   ``walkreg.mp4``, ``scores.json`` and the HTML reports ``report.html`` (walkreg) and ``report_per_frame_edit.html``.
+A real clip (``walkreg/assets/demo.mp4``) gets a real per-frame edit that flickers: each frame is posterised to its
+own k-means palette (seeded per frame, as an image editor or a per-frame diffusion pass would) with a small
+per-frame colour cast. walkreg stabilises the edit along the source clip's CRW correspondences
+(:func:`walkreg.stabilize.stabilize`), and both versions are scored against the source.
 """
 
 from __future__ import annotations
@@ -23,7 +19,8 @@ import torch
 from walkreg import atomic
 from walkreg.features import create_features
 from walkreg.progress import progress
-from walkreg.scoring import SCHEMA, ScoreConfig, ScoreOutput, score_clip
+from walkreg.report import render_report
+from walkreg.scoring import SCHEMA, WORST_PAIRS, ScoreConfig, ScoreOutput, score_clips
 from walkreg.stabilize import StabilizeConfig, stabilize
 from walkreg.video import probe_video, read_video, write_video
 
@@ -61,7 +58,8 @@ def flickering_edit(frames: torch.Tensor, colours: int = 6, cast: float = 0.06, 
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` made: ``(T, 3, H, W)`` clips in [0, 1], and the scores of both edits with their config."""
+    """What :func:`run_demo` made: ``(T, 3, H, W)`` clips in [0, 1] as decoded from the files it wrote, the scores of
+    both edits against the source, and the score config (what ``walkreg score`` gives on the same files)."""
 
     source: torch.Tensor
     edited: torch.Tensor
@@ -71,55 +69,66 @@ class DemoResult:
 
 
 def run_demo(
-    clip: str | os.PathLike, encoder_name: str = "default", frames: int | None = None, seed: int = 0
+    out: str | os.PathLike,
+    clip: str | os.PathLike = DEMO_CLIP,
+    encoder_name: str = "default",
+    frames: int | None = None,
+    seed: int = 0,
 ) -> DemoResult:
-    """Edit ``clip`` frame by frame (:func:`flickering_edit`), stabilise the edit along the source's correspondences
-    and score both edits against the source (with the flow baseline when OpenCV is installed)."""
-    source = read_video(clip, max_frames=frames)
-    if source.shape[0] < 2:
-        raise ValueError(f"`clip` {str(clip)!r} needs at least 2 frames, but has {source.shape[0]}.")
-    encoder = create_features(encoder_name)
-    edited = flickering_edit(source, seed=seed)
-    stabilised = torch.stack(
-        list(progress(stabilize(source, edited, encoder, StabilizeConfig()), desc="stabilize", total=len(source)))
-    )
-    config = ScoreConfig(
-        include_flow=importlib.util.find_spec("cv2") is not None, num_worst=6, preview_frames=len(source)
-    )
-    scores = {
-        name: score_clip(video, encoder, source, config, num_frames=len(source), progress_desc=f"score {name}")
-        for name, video in (("per_frame_edit", edited), ("walkreg", stabilised))
-    }
-    return DemoResult(source, edited, stabilised, scores, config)
+    """The demo end to end, written into the folder ``out`` all or none.
 
-
-def write_demo(out: str | os.PathLike, result: DemoResult, clip: str | os.PathLike, encoder_name: str) -> None:
-    """Write the demo's videos, ``scores.json`` and (with matplotlib) its reports into ``out``, all or none."""
+    1. The first ``frames`` frames of ``clip`` are written as ``source.mp4`` and their per-frame edit
+       (:func:`flickering_edit`) as ``per_frame_edit.mp4``.
+    2. The edit is stabilised along the source's correspondences (``walkreg.mp4``), and both edits are scored against
+       the source with one shared source pass (:func:`walkreg.scoring.score_clips`, with the DIS-flow baseline when
+       OpenCV is installed). Everything is computed from the files as written and decoded again, so ``walkreg score
+       walkreg.mp4 --source source.mp4`` gives the same scores.
+    3. ``side_by_side.mp4`` (source | per-frame edit | walkreg), ``scores.json`` and the HTML reports
+       ``report.html`` (walkreg) and ``report_per_frame_edit.html``.
+    """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"`out` must be a folder, but {str(out)!r} is a file.")
+    clip_frames = read_video(clip, max_frames=frames)
+    if clip_frames.shape[0] < 2:
+        raise ValueError(f"`clip` {str(clip)!r} needs at least 2 frames, but has {clip_frames.shape[0]}.")
     fps = probe_video(clip).fps or 15.0
-    bodies = {
-        name: {
-            "schema": SCHEMA,
-            "edited": f"{name}.mp4",
-            "source": str(clip),
-            "encoder": encoder_name,
-            "fps": fps,
-            "config": asdict(result.config),
-            **score.to_dict(),
-        }
-        for name, score in result.scores.items()
-    }
-    side_by_side = torch.cat([result.source, result.edited, result.stabilised], dim=-1)
+    encoder = create_features(encoder_name)
+    config = ScoreConfig(
+        include_flow=importlib.util.find_spec("cv2") is not None, num_worst=WORST_PAIRS, preview_frames=120
+    )
     with atomic.output_set() as outputs:
-        outputs.write(out / "per_frame_edit.mp4", lambda tmp: write_video(tmp, result.edited, fps=fps))
-        outputs.write(out / "walkreg.mp4", lambda tmp: write_video(tmp, result.stabilised, fps=fps))
-        outputs.write(out / "side_by_side.mp4", lambda tmp: write_video(tmp, side_by_side, fps=fps))
-        outputs.write_text(out / "scores.json", json.dumps(bodies, indent=2) + "\n")
-        if importlib.util.find_spec("matplotlib") is not None:
-            from walkreg.report import render_report
 
-            outputs.write_text(out / "report.html", render_report(bodies["walkreg"], result.scores["walkreg"]))
-            outputs.write_text(
-                out / "report_per_frame_edit.html",
-                render_report(bodies["per_frame_edit"], result.scores["per_frame_edit"]),
-            )
+        def written(name: str, video: torch.Tensor) -> torch.Tensor:
+            return read_video(outputs.write(out / name, lambda tmp: write_video(tmp, video, fps=fps)))
+
+        source = written("source.mp4", clip_frames)
+        edited = written("per_frame_edit.mp4", flickering_edit(source, seed=seed))
+        stabilising = progress(
+            stabilize(source, edited, encoder, StabilizeConfig()), desc="stabilize", total=len(source)
+        )
+        stabilised = written("walkreg.mp4", torch.stack(list(stabilising)))
+        scores = score_clips(
+            {"per_frame_edit": edited, "walkreg": stabilised}, encoder, source, config, len(source), "score both edits"
+        )
+        side_by_side = torch.cat([source, edited, stabilised], dim=-1)
+        outputs.write(out / "side_by_side.mp4", lambda tmp: write_video(tmp, side_by_side, fps=fps))
+        bodies = {
+            name: {
+                "schema": SCHEMA,
+                "edited": f"{name}.mp4",
+                "source": "source.mp4",
+                "clip": str(clip),
+                "encoder": encoder_name,
+                "fps": fps,
+                "config": asdict(config),
+                **score.to_dict(),
+            }
+            for name, score in scores.items()
+        }
+        outputs.write_text(out / "scores.json", json.dumps(bodies, indent=2) + "\n")
+        outputs.write_text(out / "report.html", render_report(bodies["walkreg"], scores["walkreg"]))
+        outputs.write_text(
+            out / "report_per_frame_edit.html", render_report(bodies["per_frame_edit"], scores["per_frame_edit"])
+        )
+    return DemoResult(source, edited, stabilised, scores, config)

@@ -39,7 +39,7 @@ import heapq
 import math
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,14 +48,15 @@ import torch
 import torch.nn.functional as F
 
 from walkreg.cells import cell_colours, cell_values
-from walkreg.flow import flow_warp_error
+from walkreg.flow import guide_flow, warp_error
 from walkreg.progress import progress
 from walkreg.video import check_clip_pair, iter_frames, probe_video
-from walkreg.walks import WalkConfig, home_mass, leaky
+from walkreg.walks import SparseTransitions, WalkConfig, home_mass, leaky
 
 
 SCHEMA = "walkreg.score/1"
 BATCH_SCHEMA = "walkreg.score-batch/1"
+WORST_PAIRS = 10  # the worst frame pairs listed in the JSON and shown in the report
 
 
 @dataclass
@@ -133,11 +134,12 @@ class ScoreOutput:
     def to_dict(self) -> dict:
         """The JSON body (see ``docs``: schema ``walkreg.score/1``) without thumbnails."""
         order = sorted(range(len(self.pairs)), key=lambda t: self.pairs[t]["consistency"])
+        worst = [view.index for view in self.worst] or order[:WORST_PAIRS]
         return {
             "num_frames": self.num_frames,
             "has_source": self.has_source,
             "overall": self.overall,
-            "worst_pairs": order[:10],
+            "worst_pairs": worst,
             "pairs": self.pairs,
         }
 
@@ -168,7 +170,139 @@ def _thumbnail(image: torch.Tensor, width: int) -> torch.Tensor:
     return F.interpolate(image[None], size=size, mode="area")[0]
 
 
+@dataclass
+class _SourcePair:
+    """The source's own walks between frames ``t`` and ``t+1``, computed once and shared by every edit scored
+    against it: ``back`` (``t+1 -> t``, carries frame ``t`` onto frame ``t+1``), ``there`` (``t -> t+1``), the
+    ``(N,)`` round-trip ``confidence`` of each cell of ``t+1``, and the DIS ``flow`` of the pair (``include_flow``)."""
+
+    back: SparseTransitions
+    there: SparseTransitions
+    confidence: torch.Tensor
+    flow: tuple[torch.Tensor, torch.Tensor] | None
+
+
+def _source_pair(prev, current, cfg: ScoreConfig) -> _SourcePair:
+    (frame0, f0, _), (frame1, f1, _) = prev, current
+    back, there = cfg.walk.step(f1, f0), cfg.walk.step(f0, f1)
+    confidence = home_mass([back], [there], f1.shape[-1], cfg.home_radius)
+    return _SourcePair(back, there, confidence, guide_flow(frame0, frame1) if cfg.include_flow else None)
+
+
+class _ClipScorer:
+    """The scores of one edited clip, fed frame by frame (with its source frame and the source pair's walks)."""
+
+    def __init__(self, cfg: ScoreConfig, num_frames: int | None, has_source: bool):
+        self.cfg, self.has_source = cfg, has_source
+        self.preview_every = max(1, math.ceil((num_frames or 1) / cfg.preview_frames)) if cfg.preview_frames else 0
+        self.steps: deque = deque(maxlen=cfg.window - 1)  # (forward, backward) leaky steps of the latest pairs
+        self.returns: dict[int, list[float]] = {}  # start frame -> home-coming masses of its palindromes
+        self.pairs: list[dict[str, float]] = []
+        self.worst: list = []  # heap of (-score, index, PairView)
+        self.preview: list[PairView] = []
+        self.prev = None
+
+    def add(self, frame: torch.Tensor, feats: torch.Tensor, values: torch.Tensor, src, source_pair) -> None:
+        """One more frame: ``(3, H, W)``, its ``(1, C, h, w)`` features and ``(1, L, h, w)`` cell values; ``src`` is
+        the source's ``(frame, features, values)`` and ``source_pair`` the :class:`_SourcePair` ending at it."""
+        current = (frame, feats, values, cell_colours(values), src)
+        if self.prev is not None:
+            self._add_pair(self.prev, current, source_pair)
+        self.prev = current
+
+    def _add_pair(self, prev, current, source_pair: _SourcePair | None) -> None:
+        cfg, index = self.cfg, len(self.pairs)
+        pair, heat = _score_pair(prev, current, source_pair, self.steps, self.returns, cfg, index)
+        self.pairs.append(pair)
+        view_score = pair["consistency"]
+        if cfg.num_worst and (len(self.worst) < cfg.num_worst or -self.worst[0][0] > view_score):
+            thumbnails = torch.stack(
+                [_thumbnail(prev[0], cfg.preview_width), _thumbnail(current[0], cfg.preview_width)]
+            )
+            view = PairView(index, view_score, thumbnails, _thumbnail(heat[None], cfg.preview_width)[0])
+            heapq.heappush(self.worst, (-view_score, index, view))
+            if len(self.worst) > cfg.num_worst:
+                heapq.heappop(self.worst)
+        if self.preview_every and index % self.preview_every == 0:
+            thumbnail = _thumbnail(prev[0], cfg.preview_width)[None]
+            self.preview.append(PairView(index, view_score, thumbnail, _thumbnail(heat[None], cfg.preview_width)[0]))
+
+    def result(self, num_frames: int) -> ScoreOutput:
+        pairs = self.pairs
+        for start, masses in self.returns.items():
+            pairs[start]["walk_back"] = float(np.mean(masses))
+            if not self.has_source:
+                pairs[start]["consistency"] = pairs[start]["walk_back"]
+        overall = {key: float(np.mean([p[key] for p in pairs])) for key in pairs[0]}
+        worst = [v for _, _, v in sorted(self.worst, key=lambda item: (-item[0], item[1]))]
+        return ScoreOutput(num_frames, self.has_source, overall, pairs, worst, self.preview)
+
+
 @torch.no_grad()
+def score_clips(
+    edited: Mapping[str, Iterable[torch.Tensor]],
+    encoder,
+    source: Iterable[torch.Tensor] | None = None,
+    config: ScoreConfig | None = None,
+    num_frames: int | None = None,
+    progress_desc: str | None = None,
+) -> dict[str, ScoreOutput]:
+    """Score several edits of one source together, streaming frame by frame: the source's features, walks and flow
+    are computed once and shared (the same scores as :func:`score_clip` of each edit).
+
+    Args:
+        edited: name -> ``(3, H, W)`` frames in [0, 1] (iterables, e.g. :func:`walkreg.video.iter_frames`, or
+            ``(T, 3, H, W)`` tensors), all of the same length and size.
+        encoder: anything with ``iter_features`` (see :func:`walkreg.features.create_features`).
+        source: the unedited clip, same length and size, or ``None``.
+        config: :class:`ScoreConfig`.
+        num_frames: expected length (for the progress bar and the preview spacing), if known.
+
+    Returns:
+        name -> :class:`ScoreOutput`. Memory depends on ``window``, the frame size and the number of edits, not on
+        the clip length.
+    """
+    cfg = config or ScoreConfig()
+    if not edited:
+        raise ValueError("`edited` holds no clips to score.")
+    streams = {name: iter(_PairStream(clip, encoder, cfg)) for name, clip in edited.items()}
+    source_stream = iter(_PairStream(source, encoder, cfg)) if source is not None else None
+    scorers = {name: _ClipScorer(cfg, num_frames, source is not None) for name in edited}
+    bar = progress(total=num_frames, desc=progress_desc or "score")
+    t, prev_src = 0, None
+    while True:
+        items = {name: next(stream, None) for name, stream in streams.items()}
+        ended = [name for name, item in items.items() if item is None]
+        if len(ended) == len(items):
+            break
+        if ended:
+            raise ValueError(f"The edited clips must have the same length, but {ended[0]!r} ended after {t} frames.")
+        frame = next(iter(items.values()))[0]
+        src = next(source_stream, None) if source_stream is not None else None
+        if source_stream is not None and src is None:
+            raise ValueError(
+                f"`source` ended after {t} frames, but `edited` has more; both must have the same length."
+            )
+        if src is not None and src[0].shape != frame.shape:
+            raise ValueError(
+                f"`source` frame {t} is {tuple(src[0].shape)}, but the edited frame is {tuple(frame.shape)}."
+            )
+        source_pair = _source_pair(prev_src, src, cfg) if src is not None and prev_src is not None else None
+        for name, (edit, feats, values) in items.items():
+            if edit.shape != frame.shape:
+                raise ValueError(f"Edited clip {name!r} frame {t} is {tuple(edit.shape)}, not {tuple(frame.shape)}.")
+            scorers[name].add(edit, feats, values, src, source_pair)
+        prev_src = src
+        t += 1
+        bar.update(1)
+    bar.close()
+    if source_stream is not None and next(source_stream, None) is not None:
+        raise ValueError(f"`source` has more frames than `edited` ({t}); both must have the same length.")
+    if t < 2:
+        raise ValueError(f"`edited` must have at least 2 frames to score consistency, but has {t}.")
+    return {name: scorer.result(t) for name, scorer in scorers.items()}
+
+
 def score_clip(
     edited: Iterable[torch.Tensor],
     encoder,
@@ -190,70 +324,12 @@ def score_clip(
     Returns:
         :class:`ScoreOutput`. Memory depends on ``window`` and the frame size, not on the clip length.
     """
-    cfg = config or ScoreConfig()
-    edit_stream = iter(_PairStream(edited, encoder, cfg))
-    source_stream = iter(_PairStream(source, encoder, cfg)) if source is not None else None
-    preview_every = max(1, math.ceil((num_frames or 1) / cfg.preview_frames)) if cfg.preview_frames else 0
-    steps: deque = deque(maxlen=cfg.window - 1)  # (forward, backward) leaky steps of the latest pairs
-    returns: dict[int, list[float]] = {}
-    pairs: list[dict[str, float]] = []
-    worst: list = []  # heap of (-score, index, PairView)
-    preview: list[PairView] = []
-    prev = None
-    bar = progress(total=num_frames, desc=progress_desc or "score")
-    t = -1
-    for t, (frame, feats, values) in enumerate(edit_stream):
-        src = next(source_stream, None) if source_stream is not None else None
-        if source_stream is not None and src is None:
-            raise ValueError(
-                f"`source` ended after {t} frames, but `edited` has more; both must have the same length."
-            )
-        if src is not None and src[0].shape != frame.shape:
-            raise ValueError(
-                f"`source` frame {t} is {tuple(src[0].shape)}, but the edited frame is {tuple(frame.shape)}."
-            )
-        current = (frame, feats, values, cell_colours(values), src)
-        if prev is not None:
-            pair, heat = _score_pair(prev, current, steps, returns, cfg, t - 1)
-            pairs.append(pair)
-            view_score = pair["consistency"]
-            if cfg.num_worst and (len(worst) < cfg.num_worst or -worst[0][0] > view_score):
-                view = PairView(
-                    t - 1,
-                    view_score,
-                    torch.stack([_thumbnail(prev[0], cfg.preview_width), _thumbnail(frame, cfg.preview_width)]),
-                    _thumbnail(heat[None], cfg.preview_width)[0],
-                )
-                heapq.heappush(worst, (-view_score, t - 1, view))
-                if len(worst) > cfg.num_worst:
-                    heapq.heappop(worst)
-            if preview_every and (t - 1) % preview_every == 0:
-                preview.append(
-                    PairView(
-                        t - 1,
-                        view_score,
-                        _thumbnail(prev[0], cfg.preview_width)[None],
-                        _thumbnail(heat[None], cfg.preview_width)[0],
-                    )
-                )
-        prev = current
-        bar.update(1)
-    bar.close()
-    if source_stream is not None and next(source_stream, None) is not None:
-        raise ValueError(f"`source` has more frames than `edited` ({t + 1}); both must have the same length.")
-    if t + 1 < 2:
-        raise ValueError(f"`edited` must have at least 2 frames to score consistency, but has {t + 1}.")
-    for start, masses in returns.items():
-        pairs[start]["walk_back"] = float(np.mean(masses))
-        if source is None:
-            pairs[start]["consistency"] = pairs[start]["walk_back"]
-    overall = {key: float(np.mean([p[key] for p in pairs])) for key in pairs[0]}
-    return ScoreOutput(
-        t + 1, source is not None, overall, pairs, [v for _, _, v in sorted(worst, key=lambda item: -item[0])], preview
-    )
+    return score_clips({"edited": edited}, encoder, source, config, num_frames, progress_desc)["edited"]
 
 
-def _score_pair(prev, current, steps, returns, cfg: ScoreConfig, index: int) -> tuple[dict[str, float], torch.Tensor]:
+def _score_pair(
+    prev, current, source_pair: _SourcePair | None, steps, returns, cfg: ScoreConfig, index: int
+) -> tuple[dict[str, float], torch.Tensor]:
     """Scores of pair ``index`` and its ``(h, w)`` inconsistency heat map (in [0, 1], 1 = inconsistent)."""
     _, f0, v0, c0, src0 = prev
     _, f1, v1, c1, src1 = current
@@ -269,23 +345,20 @@ def _score_pair(prev, current, steps, returns, cfg: ScoreConfig, index: int) -> 
         if depth == 1:
             heat = 1 - mass.view(h, w)
     pair = {"consistency": 0.0, "walk_back": 0.0}
-    if src0 is not None:
-        s_f0, s_f1 = src0[1], src1[1]
-        back = walk.step(s_f1, s_f0)  # source t+1 -> t: carries frame t onto frame t+1
-        there = walk.step(s_f0, s_f1)
-        confidence = home_mass([back], [there], w, cfg.home_radius)
+    if source_pair is not None:
+        confidence = source_pair.confidence
         # the edit's residual over the source, carried t -> t+1: zero for an unedited clip, whatever the motion
         residual0, residual1 = v0 - src0[2], (v1 - src1[2]).flatten(2)  # (1, L, h, w), (1, L, N)
-        error_map = (back.apply(residual0.flatten(2)) - residual1).abs().mean(1)[0]
+        error_map = (source_pair.back.apply(residual0.flatten(2)) - residual1).abs().mean(1)[0]
         error = float((error_map * confidence).sum() / confidence.sum().clamp_min(1e-8))
-        mixed = home_mass([backward], [there], w, cfg.home_radius)
+        mixed = home_mass([backward], [source_pair.there], w, cfg.home_radius)
         agreement = float(mixed.mean() / confidence.mean().clamp_min(1e-8))
         pair.update(fidelity=math.exp(-error / cfg.colour_scale), fidelity_error=error, agreement=min(1.0, agreement))
         pair["consistency"] = pair["fidelity"]
         heat = 1 - torch.exp(-error_map / cfg.colour_scale).view(h, w)
     if cfg.include_flow:
-        guide = (src0[0], src1[0]) if src0 is not None else (prev[0], current[0])
-        pair["flow_warp_error"] = flow_warp_error(guide, (prev[0], current[0]))
+        flow = source_pair.flow if source_pair is not None else guide_flow(prev[0], current[0])
+        pair["flow_warp_error"] = warp_error(flow, (prev[0], current[0]))
     return pair, heat
 
 

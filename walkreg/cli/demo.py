@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 from walkreg.cli.common import add_encoder_argument
-from walkreg.demo import DEMO_CLIP, run_demo, write_demo
+from walkreg.demo import DEMO_CLIP, run_demo
 
 
 DESCRIPTION = (
     "Edit a real clip frame by frame (a per-frame k-means palette and colour cast, which flickers), stabilise the "
     "edit with walkreg along the source's CRW correspondences, score both against the source, and write "
-    "side_by_side.mp4 (source | per-frame edit | walkreg), both edits, scores.json and HTML reports into --out. "
-    "The outputs are written together or not at all, and replace existing files of the same names."
+    "side_by_side.mp4 (source | per-frame edit | walkreg), source.mp4, per_frame_edit.mp4, walkreg.mp4, scores.json "
+    "and HTML reports into --out. The scores are those `walkreg score` gives on the written files. The outputs are "
+    "written together or not at all, and replace existing files of the same names."
 )
 KEYS = ("consistency", "walk_back", "agreement", "flow_warp_error")
 
@@ -38,14 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    result = run_demo(args.clip, args.encoder, args.frames, args.seed)
-    write_demo(out, result, args.clip, args.encoder)
+    result = run_demo(out, args.clip, args.encoder, args.frames, args.seed)
     keys = [k for k in KEYS if k in result.scores["walkreg"].overall]
     lines = [f"{'':<16}" + "".join(f"{k:>17}" for k in keys)]
     for name, score in result.scores.items():
         lines.append(f"{name:<16}" + "".join(f"{score.overall[k]:>17.4f}" for k in keys))
     lines.append(
-        f"wrote {out / 'side_by_side.mp4'} (source | per-frame edit | walkreg), reports and scores.json in {out}"
+        f"wrote {out / 'side_by_side.mp4'} (source | per-frame edit | walkreg), the clips, reports and scores.json"
     )
+    lines.append(f"score them yourself: walkreg score {out / 'walkreg.mp4'} --source {out / 'source.mp4'}")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0

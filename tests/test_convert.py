@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import zipfile
 
 import pytest
 import torch
@@ -227,6 +228,38 @@ def test_cli_errors_are_one_line_and_leave_no_output(tmp_path, capsys):
     assert main(["convert-crw", str(tmp_path / "absent.pth"), str(out)]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists() and not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("empty", "it is empty (0 bytes)."),
+        ("truncated", "it is truncated or damaged ("),
+        ("text", "it starts with b'not ': neither a zip archive"),
+        ("foreign zip", "it is a zip archive without the data.pkl entry that torch.save writes."),
+    ],
+)
+def test_files_that_are_no_checkpoint_get_a_one_line_reason(official, tmp_path, capsys, kind, reason):
+    path = tmp_path / "pretrained.pth"
+    if kind == "truncated":
+        official_checkpoint(official, path)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif kind == "foreign zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("notes.txt", "hello")
+    else:
+        path.write_bytes(b"not a checkpoint" if kind == "text" else b"")
+    assert main(["convert-crw", str(path), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"walkreg convert-crw: error: Cannot read {str(path)!r} as a torch checkpoint: ")
+    assert reason in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_refused_pickle_reason_is_the_unpicklers_sentence(tmp_path):
+    torch.save({"model": {"encoder.model.conv1.weight": torch.zeros(1)}, "hook": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match=r"allowed\): Unsupported global: GLOBAL print was not an allowed global"):
+        load_crw_checkpoint(tmp_path / "evil.pth")
 
 
 def test_existing_output_is_not_overwritten(official, tmp_path, capsys):

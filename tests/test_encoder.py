@@ -143,3 +143,10 @@ def test_the_bundled_encoder_loads_offline_with_no_arguments():
     assert not encoder.training
     feats = encoder(torch.rand(1, 2, 3, 32, 48))
     assert feats.shape == (1, encoder.feature_dim, 2, 4, 6) and torch.isfinite(feats).all()
+
+
+def test_frames_too_small_for_the_trunk_get_a_clear_error():
+    encoder = CRWEncoder(arch="resnet18-small").eval()
+    with pytest.raises(ValueError, match=r"at least 9x9 pixels .* but are 8x12"):
+        encoder(torch.rand(1, 1, 3, 8, 12))
+    assert encoder(torch.rand(1, 1, 3, 9, 9)).shape[-2:] == (2, 2)

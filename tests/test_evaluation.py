@@ -66,13 +66,17 @@ def test_first_frame_labels_and_upsampling_round_trip():
     ids = np.zeros((32, 48), np.uint8)
     ids[8:24, 16:40] = 2
     ids[0:8, 0:8] = 255  # void: no channel
-    labels = first_frame_labels(ids, 2, (4, 6))
+    labels = first_frame_labels(ids, [1, 2], (4, 6))
     assert labels.shape == (1, 3, 4, 6)
     assert torch.all(labels[0, :, 0, 0] == 0)
     np.testing.assert_allclose(labels[0, :, 1:, 1:].sum(0), 1.0, atol=1e-6)
     back = labels_to_ids(labels, (32, 48))
     assert jaccard(ids == 2, back == 2) > 0.8
     assert set(np.unique(back)) <= {0, 2}
+    # channels are the listed ids only: id 2 alone is channel 1, and maps back to 2
+    labels = first_frame_labels(ids, [2], (4, 6))
+    assert labels.shape == (1, 2, 4, 6)
+    np.testing.assert_array_equal(labels_to_ids(labels, (32, 48), objects=[2]), back)
 
 
 def test_eval_on_three_davis_fixture_sequences(tmp_path, capsys):
@@ -95,6 +99,7 @@ def test_eval_on_three_davis_fixture_sequences(tmp_path, capsys):
     assert "MEAN" in table and "blackswan" in table and "peak RSS" in table
 
     report = json.loads((out / "results.json").read_text())
+    assert report["void"] == "background"  # davis2017-evaluation's treatment is the default
     method = report["methods"]["lab"]
     assert [s["sequence"] for s in method["sequences"]] == ["blackswan", "car-roundabout", "dance-twirl"]
     assert report["protocol"]["num_context"] == 1 and report["protocol"]["top_k"] == 10
@@ -139,18 +144,53 @@ def test_multi_object_davis2017_masks_and_void(tmp_path):
         ids = read_annotation(annotations / f"0000{i}.png")[::2, ::2][:240, :427]
         write_annotation(root / "Annotations" / "240p" / "tennis" / f"{t:05d}.png", ids)
 
-    result = evaluate_sequence(
-        root, "tennis", LabFeatures().iter_features, tmp_path / "pred", "240p", PropagationConfig(num_context=2)
+    config = PropagationConfig(num_context=2)
+    ignored = evaluate_sequence(
+        root, "tennis", LabFeatures().iter_features, tmp_path / "pred", "240p", config, void="ignore"
     )
-    assert [o.object_id for o in result.objects] == [1, 2]
+    assert [o.object_id for o in ignored.objects] == [1, 2]
     predicted = read_annotation(tmp_path / "pred" / "00001.png")
     assert set(np.unique(predicted)) <= {0, 1, 2}
     truth = read_annotation(root / "Annotations" / "240p" / "tennis" / "00001.png")
-    assert result.objects[0].j.mean == pytest.approx(jaccard(truth == 1, predicted == 1, truth == 255))
-    as_background = evaluate_sequence(
-        root, "tennis", LabFeatures().iter_features, None, "240p", PropagationConfig(num_context=2), void="background"
+    assert (truth == 255).any()
+    assert ignored.objects[0].j.mean == pytest.approx(jaccard(truth == 1, predicted == 1, truth == 255))
+    # the default is the toolkit's: void pixels count as background
+    by_default = evaluate_sequence(root, "tennis", LabFeatures().iter_features, None, "240p", config)
+    assert by_default.objects[0].j.mean == pytest.approx(jaccard(truth == 1, predicted == 1))
+    assert by_default.objects[0].j.mean != pytest.approx(ignored.objects[0].j.mean)
+
+
+def test_objects_are_the_ids_present_in_the_first_frame(moving_root, tmp_path, capsys):
+    """Ids {1, 200}: two objects, not 200; predictions keep the ids; an id first seen later is reported, not scored."""
+    root = tmp_path / "root"
+    shutil.copytree(moving_root / "JPEGImages", root / "JPEGImages")
+    masks = root / "Annotations" / "480p" / "moving"
+    for t in range(6):
+        ids = square(64, 96, 16, 16 + SHIFT * t) + 200 * square(64, 96, 40, 48 + SHIFT * t, size=16)  # and id 200
+        ids[0:8, 0:8] = 255
+        if t >= 2:
+            ids[50:60, 4:14] = 7  # an object that the first frame does not hold
+        write_annotation(masks / f"{t:05d}.png", ids)
+    with pytest.warns(UserWarning, match=r"'moving'.* do(es)? not, 7 \(from 00002\.png\); they are not scored"):
+        result = evaluate_sequence(
+            root, "moving", LabFeatures().iter_features, tmp_path / "pred", config=PropagationConfig(num_context=3)
+        )
+    assert [o.object_id for o in result.objects] == [1, 200]
+    assert result.objects[0].j.mean > 0.8 and result.objects[1].j.mean > 0.8
+    for t in range(6):
+        predicted = read_annotation(tmp_path / "pred" / f"{t:05d}.png")
+        assert set(np.unique(predicted)) == {0, 1, 200}, t
+    truth = read_annotation(masks / "00003.png")
+    assert result.objects[1].j_per_frame[2] == pytest.approx(
+        jaccard(truth == 200, read_annotation(tmp_path / "pred" / "00003.png") == 200)
     )
-    assert as_background.objects[0].j.mean == pytest.approx(jaccard(truth == 1, predicted == 1))
+
+    out = tmp_path / "eval"
+    assert main(["eval-davis", "--davis-root", str(root), "--out", str(out), "--baselines", "lab"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("walkreg eval-davis: warning: Sequence 'moving'")
+    objects = json.loads((out / "results.json").read_text())["methods"]["lab"]["sequences"][0]["objects"]
+    assert [o["object"] for o in objects] == [1, 200]
 
 
 def test_cli_encoder_and_baselines_in_one_run(moving_root, tmp_path, capsys):

@@ -172,3 +172,16 @@ def test_cli_batch_mode(videos, tmp_path):
         "b.mp4",
     ]
     assert body["clips"][0]["overall"]["fidelity"] > body["clips"][1]["overall"]["fidelity"]
+
+
+@pytest.mark.parametrize("with_source", [True, False])
+def test_the_worst_pairs_are_the_lowest_scoring_ones_with_or_without_a_source(clip, with_source):
+    edited = flicker(clip, 0.0).clone()
+    edited[3] = (edited[3] * 0.5).clamp(0, 1)  # one dark frame: pairs 2 and 3 are the inconsistent ones
+    config = ScoreConfig(num_worst=2, preview_frames=3)
+    out = score_clip(edited, RGBFeatures(), clip if with_source else None, config)
+    order = sorted(range(len(out.pairs)), key=lambda t: out.pairs[t]["consistency"])
+    assert sorted(v.index for v in out.worst) == sorted(order[:2]) == [2, 3]
+    assert [v.score for v in out.worst] == [out.pairs[v.index]["consistency"] for v in out.worst]
+    assert out.to_dict()["worst_pairs"] == [v.index for v in out.worst]
+    assert [v.score for v in out.preview] == [out.pairs[v.index]["consistency"] for v in out.preview]

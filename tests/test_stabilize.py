@@ -1,11 +1,12 @@
 import pytest
 import torch
-from testing_utils import synthetic_video
+from testing_utils import CLIPS, synthetic_video
 
 from walkreg.cli import main
+from walkreg.cli import stabilize as stabilize_cli
 from walkreg.features import RGBFeatures
 from walkreg.stabilize import StabilizeConfig, stabilize
-from walkreg.video import probe_video, write_video
+from walkreg.video import probe_video, read_video, write_video
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +56,76 @@ def test_cli_writes_video_and_leaves_nothing_on_error(clips, tmp_path, capsys):
     errors = [line for line in err.splitlines() if line.startswith("walkreg stabilize: error")]
     assert len(errors) == 1 and "same length" in errors[0]
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_cli_output_keeps_an_odd_frame_size_and_scores_against_its_source(tmp_path, capsys):
+    """A real clip cropped to 427x239 (cups is 428x240): the output has the source's size, so `score` accepts it."""
+    source = read_video(CLIPS / "cups.mp4", max_frames=6)[:, :, :239, :427]
+    g = torch.Generator().manual_seed(0)
+    edited = (source * (1 + 0.2 * (torch.rand(6, 3, 1, 1, generator=g) * 2 - 1))).clamp(0, 1)
+    write_video(tmp_path / "src.mp4", source, fps=24)
+    write_video(tmp_path / "edit.mp4", edited, fps=24)
+    out = tmp_path / "out.mp4"
+    args = ["--source", str(tmp_path / "src.mp4"), "--edited", str(tmp_path / "edit.mp4"), "--out", str(out)]
+    assert main(["stabilize", *args, "--encoder", "rgb"]) == 0
+    info = probe_video(out)
+    assert (info.num_frames, info.width, info.height) == (6, 427, 239)
+    assert main(["score", str(out), "--source", str(tmp_path / "src.mp4"), "--encoder", "rgb"]) == 0
+    assert "fidelity=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("encoder", ["rgb", "default"])
+@pytest.mark.parametrize("height, width", [(8, 8), (4, 6)])
+def test_cli_refuses_tiny_frames_in_one_line_naming_the_minimum(tmp_path, capsys, encoder, height, width):
+    g = torch.Generator().manual_seed(0)
+    write_video(tmp_path / "src.mp4", torch.rand(4, 3, height, width, generator=g), fps=24)
+    write_video(tmp_path / "edit.mp4", torch.rand(4, 3, height, width, generator=g), fps=24)
+    src, edit, out = str(tmp_path / "src.mp4"), str(tmp_path / "edit.mp4"), str(tmp_path / "out.mp4")
+    for command in (
+        ["stabilize", "--source", src, "--edited", edit, "--out", out],
+        ["score", edit, "--source", src],
+    ):
+        assert main([*command, "--encoder", encoder]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"is {width}x{height}, but frames must be at least 9x9 pixels" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edit.mp4", "src.mp4"]
+
+
+def test_cli_stabilizes_the_smallest_accepted_frames_with_the_default_encoder(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    write_video(tmp_path / "src.mp4", torch.rand(3, 3, 9, 9, generator=g), fps=24)
+    write_video(tmp_path / "edit.mp4", torch.rand(3, 3, 9, 9, generator=g), fps=24)
+    out = tmp_path / "out.mp4"
+    args = ["--source", str(tmp_path / "src.mp4"), "--edited", str(tmp_path / "edit.mp4"), "--out", str(out)]
+    assert main(["stabilize", *args, "--encoder", "default"]) == 0
+    assert read_video(out).shape == (3, 3, 9, 9)
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("folder.mp4", "is an existing folder"),
+        ("a_file/out.mp4", "is a file, not a folder"),
+        ("a_file/deeper/out.mp4", "is a file, not a folder"),
+        ("out.avi", "must be an .mp4 file"),
+    ],
+)
+def test_cli_checks_out_before_any_work(clips, tmp_path, capsys, monkeypatch, out, message):
+    """A bad --out fails before the encoder loads or any frame is stabilised."""
+    source, _, edited = clips
+    write_video(tmp_path / "src.mp4", source, fps=24)
+    write_video(tmp_path / "edit.mp4", edited, fps=24)
+    (tmp_path / "folder.mp4").mkdir()
+    (tmp_path / "a_file").write_text("x")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started before `--out` was checked")
+
+    monkeypatch.setattr(stabilize_cli, "stabilize", must_not_run)
+    monkeypatch.setattr(stabilize_cli, "create_features", must_not_run)
+    args = ["--source", str(tmp_path / "src.mp4"), "--edited", str(tmp_path / "edit.mp4")]
+    assert main(["stabilize", *args, "--out", str(tmp_path / out), "--encoder", "rgb"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "`--out`" in err and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "edit.mp4", "folder.mp4", "src.mp4"]
+    assert list((tmp_path / "folder.mp4").iterdir()) == []

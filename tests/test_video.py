@@ -33,10 +33,32 @@ def test_mp4_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
-def test_streamed_write_and_odd_size(tmp_path):
-    frames = torch.rand(3, 3, 31, 45)
-    video.write_video(tmp_path / "odd.mp4", iter(frames))
-    assert video.read_video(tmp_path / "odd.mp4").shape == (3, 3, 32, 46)  # yuv420p needs even sizes
+def pixel_format(path):
+    with av.open(str(path)) as container:
+        return container.streams.video[0].codec_context.pix_fmt
+
+
+def test_streamed_write_keeps_odd_sizes_exactly(tmp_path):
+    """Odd sizes are written as they are (yuv444p), not padded to even ones; even sizes stay yuv420p."""
+    clip = video.read_video(CLIPS / "cups.mp4", max_frames=4)  # 428x240
+    for height, width in ((239, 427), (240, 427), (239, 428), (9, 9)):
+        frames = clip[:, :, :height, :width]
+        video.write_video(tmp_path / "odd.mp4", iter(frames))
+        back = video.read_video(tmp_path / "odd.mp4")
+        assert back.shape == frames.shape
+        assert psnr(back, frames) > 35, (height, width)
+        assert pixel_format(tmp_path / "odd.mp4") == "yuv444p"
+    video.write_video(tmp_path / "even.mp4", clip)
+    assert pixel_format(tmp_path / "even.mp4") == "yuv420p"
+
+
+def test_clip_pair_refuses_frames_below_the_minimum_size(tmp_path):
+    for height, width in ((8, 8), (4, 6), (8, 64)):
+        video.write_video(tmp_path / "tiny.mp4", torch.rand(2, 3, height, width))
+        with pytest.raises(ValueError, match=rf"tiny.mp4' is {width}x{height}, but frames must be at least 9x9"):
+            video.check_clip_pair(tmp_path / "tiny.mp4", None)
+    video.write_video(tmp_path / "small.mp4", torch.rand(2, 3, 9, 9))
+    assert video.check_clip_pair(tmp_path / "small.mp4", tmp_path / "small.mp4") == 2
 
 
 def test_frame_folder_round_trip_is_exact(tmp_path):

@@ -11,6 +11,9 @@ import torch.nn.functional as F
 
 
 STRIDE = 8  # pixels per feature cell, in both directions
+# Smallest frame side walkreg accepts: the cell grid is then at least 2x2, and the ResNet encoders' reflect padding
+# has a neighbour to mirror in every layer (at 8 pixels or fewer a stride-8 map is 1 cell across, which it refuses).
+MIN_FRAME_SIZE = 9
 
 
 def pad_to_cells(frames: torch.Tensor) -> torch.Tensor:

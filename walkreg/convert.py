@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -34,6 +35,40 @@ from walkreg.encoder import ARCHITECTURES, CRWEncoder, load_state_dict_strict
 
 _PREFIXES = (("encoder.model.", "trunk."), ("selfsim_fc.0.", "head."))
 _OLD_CONV = re.compile(r"\.(conv[12])\.1\.weight$")
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_START = b"\x80"  # PROTO, the first opcode of every pickle of protocol >= 2 (torch's legacy format too)
+
+
+def _checkpoint_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a ``torch.save`` file, judged from its size and first bytes (``None`` if it may be one).
+
+    ``torch.save`` writes a zip archive with a ``<name>/data.pkl`` member (or, in the legacy format, a pickle, which
+    starts with byte 0x80); a zip archive is complete only with its central directory, which sits at its very end.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head == _ZIP_MAGIC:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except zipfile.BadZipFile:
+            return f"is truncated or damaged ({size:,} bytes): it starts as a zip archive but has no central directory"
+        if not any(name.endswith("/data.pkl") for name in names):
+            return "is a zip archive without the data.pkl entry that torch.save writes"
+        return None
+    if head[:1] != _PICKLE_START:
+        return f"starts with {head!r}: neither a zip archive (torch.save's format, PK) nor a pickle (0x80)"
+    return None
+
+
+def _load_error_reason(err: Exception) -> str:
+    """A one-line reason for a ``torch.load`` failure: the weights-only unpickler's own sentence where it gives one."""
+    text = " ".join(str(err).split())
+    found = re.search(r"WeightsUnpickler error: (.*?)(?: Please use| Check the documentation|$)", text)
+    return ((found.group(1).strip() if found else "") or text or type(err).__name__)[:300]
 
 
 def load_crw_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -45,8 +80,8 @@ def load_crw_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a torch checkpoint, holds objects other than tensors, containers and
-            ``argparse.Namespace``, or has neither a ``model`` entry nor the layout of a state dict.
+        ValueError: the file is empty, truncated or not a torch checkpoint, holds objects other than tensors,
+            containers and ``argparse.Namespace``, or has neither a ``model`` entry nor the layout of a state dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -56,14 +91,16 @@ def load_crw_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
             f"Reading CRW checkpoints safely needs torch >= 2.5 (torch.serialization.safe_globals), "
             f"but torch is {torch.__version__}."
         )
+    problem = _checkpoint_file_problem(path)
+    if problem:
+        raise ValueError(f"Cannot read {str(path)!r} as a torch checkpoint: it {problem}.")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or zipfile errors for foreign files
-        reason = " ".join(str(err).split())[:300]
         raise ValueError(
             f"Cannot read {str(path)!r} as a safe torch checkpoint (weights_only=True, only "
-            f"argparse.Namespace allowed): {reason}"
+            f"argparse.Namespace allowed): {_load_error_reason(err)}"
         ) from err
     if not isinstance(checkpoint, dict):
         raise ValueError(f"Checkpoint {str(path)!r} must hold a dict, but holds a {type(checkpoint).__name__}.")

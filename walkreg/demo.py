@@ -20,7 +20,7 @@ from walkreg import atomic
 from walkreg.features import create_features
 from walkreg.progress import progress
 from walkreg.report import render_report
-from walkreg.scoring import SCHEMA, WORST_PAIRS, ScoreConfig, ScoreOutput, score_clips
+from walkreg.scoring import PREVIEW_FRAMES, SCHEMA, WORST_PAIRS, ScoreConfig, ScoreOutput, score_clips
 from walkreg.stabilize import StabilizeConfig, stabilize
 from walkreg.video import probe_video, read_video, write_video
 
@@ -95,7 +95,7 @@ def run_demo(
     fps = probe_video(clip).fps or 15.0
     encoder = create_features(encoder_name)
     config = ScoreConfig(
-        include_flow=importlib.util.find_spec("cv2") is not None, num_worst=WORST_PAIRS, preview_frames=120
+        include_flow=importlib.util.find_spec("cv2") is not None, num_worst=WORST_PAIRS, preview_frames=PREVIEW_FRAMES
     )
     with atomic.output_set() as outputs:
 

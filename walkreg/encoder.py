@@ -23,6 +23,8 @@ from huggingface_hub import PyTorchModelHubMixin
 from safetensors.torch import load_file
 from torch import nn
 
+from walkreg.cells import MIN_FRAME_SIZE, STRIDE
+
 
 ARCHITECTURES: dict[str, tuple[int, int, int, int]] = {
     # name -> channel widths of layer1..layer4
@@ -149,7 +151,7 @@ class CRWEncoder(
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-    stride = 8  # feature cells per pixel, in both directions
+    stride = STRIDE  # pixels per feature cell, in both directions
 
     @property
     def feature_dim(self) -> int:
@@ -171,6 +173,11 @@ class CRWEncoder(
         """
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"`frames` must have shape (B, T, 3, H, W), but got {tuple(frames.shape)}.")
+        if min(frames.shape[-2:]) < MIN_FRAME_SIZE:
+            raise ValueError(
+                f"`frames` must be at least {MIN_FRAME_SIZE}x{MIN_FRAME_SIZE} pixels (a 2x2 grid of 8x8 cells), "
+                f"but are {frames.shape[-2]}x{frames.shape[-1]}."
+            )
         if not frames.is_floating_point():
             raise ValueError(f"`frames` must be float in [0, 1], but have dtype {frames.dtype}.")
         b, t = frames.shape[:2]

@@ -8,11 +8,16 @@ each predicted soft map is upsampled bilinearly to the frame size and its argmax
 first frame's output is its annotation. Predictions are written as DAVIS palette PNGs,
 ``OUT/<method>/<seq>/<frame>.png``.
 
-Scoring follows davis2017-evaluation's semi-supervised task: objects are ids ``1..max`` of the first annotation,
-the first and last frames are not scored, J and F per object and frame (:mod:`walkreg.metrics`), summarised per
-object (mean, recall, decay); a method's J and F means are averages over all objects of all sequences and J&F is
-their mean. Void pixels (id 255) are ignored by default; the toolkit itself turns them into background before
-scoring, which ``void="background"`` reproduces.
+Scoring follows davis2017-evaluation's semi-supervised task: the first and last frames are not scored, J and F per
+object and frame (:mod:`walkreg.metrics`), summarised per object (mean, recall, decay); a method's J and F means are
+averages over all objects of all sequences and J&F is their mean. The objects are the ids (1..254) that the first
+annotation holds; predictions keep those ids. (The toolkit takes ``1..max``, the same set for DAVIS, whose ids are
+consecutive; here an absent id, such as 2 in ``{1, 3}``, is no object.) Ids that appear only in later annotations
+are not scored, with a warning.
+
+Void pixels (id 255) are scored as background by default (``void="background"``), as the toolkit does, so J&F can
+be compared with published figures. ``void="ignore"`` leaves them out of J and F instead; it was the default
+before, and the DAVIS figures in the bundled encoder's model card were measured with it.
 
 Frames stream from disk, so memory depends on the context length and frame size, never on the sequence length.
 """
@@ -25,7 +30,8 @@ import itertools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,21 +157,33 @@ class _Timed:
             self.seconds += time.perf_counter() - start
 
 
-def first_frame_labels(ids: np.ndarray, num_objects: int, grid: tuple[int, int]) -> torch.Tensor:
-    """``(H, W)`` object ids -> ``(1, num_objects + 1, h, w)`` soft labels on the feature grid.
+def object_ids(ids: np.ndarray) -> list[int]:
+    """The object ids an annotation holds, ascending: its values other than background (0) and void (255)."""
+    return [int(k) for k in np.unique(ids) if 0 < k < VOID_ID]
 
-    Channel ``k`` is the indicator of id ``k`` (0 is background) resized bilinearly (no antialiasing, half-pixel
-    centres, as ``cv2.resize``); void pixels (255) belong to no channel.
+
+def first_frame_labels(ids: np.ndarray, objects: Sequence[int], grid: tuple[int, int]) -> torch.Tensor:
+    """``(H, W)`` object ids -> ``(1, len(objects) + 1, h, w)`` soft labels on the feature grid.
+
+    Channel 0 is the indicator of the background (id 0) and channel ``k`` that of id ``objects[k - 1]``, each resized
+    bilinearly (no antialiasing, half-pixel centres, as ``cv2.resize``); void pixels (255) belong to no channel.
     """
     ids_t = torch.from_numpy(np.asarray(ids).astype(np.int64))
-    onehot = torch.stack([ids_t == k for k in range(num_objects + 1)]).float()
+    onehot = torch.stack([ids_t == k for k in (0, *objects)]).float()
     return F.interpolate(onehot[None], size=tuple(grid), mode="bilinear", align_corners=False)
 
 
-def labels_to_ids(values: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """``(1, L, h, w)`` soft labels -> ``(H, W)`` uint8 ids: bilinear upsampling to ``size``, then argmax."""
+def labels_to_ids(values: torch.Tensor, size: tuple[int, int], objects: Sequence[int] | None = None) -> np.ndarray:
+    """``(1, L, h, w)`` soft labels -> ``(H, W)`` uint8 ids: bilinear upsampling to ``size``, then argmax.
+
+    The winning channel ``k`` is the id ``objects[k - 1]`` (0 stays background), or ``k`` itself when ``objects`` is
+    ``None``.
+    """
     upsampled = F.interpolate(values.float(), size=tuple(size), mode="bilinear", align_corners=False)
-    return upsampled.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    channels = upsampled.argmax(1)[0].cpu().numpy()
+    if objects is None:
+        return channels.astype(np.uint8)
+    return np.array([0, *objects], dtype=np.uint8)[channels]
 
 
 def _frame_names(folder: Path) -> list[str]:
@@ -184,7 +202,7 @@ def evaluate_sequence(
     out_dir: str | os.PathLike | None = None,
     resolution: str = "480p",
     config: PropagationConfig | None = None,
-    void: str = "ignore",
+    void: str = "background",
     desc: str | None = None,
 ) -> SequenceResult:
     """Propagate the first annotation of one DAVIS sequence and score the prediction.
@@ -195,10 +213,14 @@ def evaluate_sequence(
             e.g. the ``iter_features`` of :func:`walkreg.features.create_features`'s result.
         out_dir: where to write ``<frame>.png`` predictions (DAVIS palette), or ``None``.
         config: propagation hyper-parameters (default: the paper's DAVIS protocol).
-        void: ``"ignore"`` (void pixels are not scored) or ``"background"`` (as davis2017-evaluation scores them).
+        void: ``"background"`` (void pixels count as background, as davis2017-evaluation scores them) or
+            ``"ignore"`` (void pixels are left out of J and F).
 
     Returns:
         :class:`SequenceResult`; its ``objects`` are empty if only the first frame is annotated.
+
+    Warns:
+        UserWarning: annotations after the first frame hold ids that the first does not (they are not scored).
     """
     if void not in ("ignore", "background"):
         raise ValueError(f"`void` must be 'ignore' or 'background', but is {void!r}.")
@@ -222,9 +244,11 @@ def evaluate_sequence(
         )
 
     first_ids = read_annotation(annotated[names[0]])
-    num_objects = int(first_ids[first_ids != VOID_ID].max(initial=0))
-    if num_objects == 0:
+    objects = object_ids(first_ids)
+    if not objects:
         raise ValueError(f"The first annotation of sequence {name!r} holds no object (ids 1..254).")
+    num_objects = len(objects)
+    unknown: dict[int, str] = {}  # id that only later annotations hold -> the first frame that holds it
     out = Path(out_dir) if out_dir is not None else None
     frames = iter_frames(root / "JPEGImages" / resolution / name)
     features = _Timed(extractor(frames))
@@ -234,10 +258,10 @@ def evaluate_sequence(
     start = time.perf_counter()
     first = next(features)
     size = first_ids.shape
-    first_values = first_frame_labels(first_ids, num_objects, first.shape[-2:]).to(first)
+    first_values = first_frame_labels(first_ids, objects, first.shape[-2:]).to(first)
     outputs = propagate(itertools.chain([first], features), first_values, config)
     for t, values in enumerate(progress(outputs, desc=desc or name, total=len(names))):
-        ids = np.where(first_ids == VOID_ID, 0, first_ids).astype(np.uint8) if t == 0 else labels_to_ids(values, size)
+        ids = np.where(first_ids == VOID_ID, 0, first_ids) if t == 0 else labels_to_ids(values, size, objects)
         if out is not None:
             write_annotation(out / f"{names[t]}.png", ids)
         if scored and 0 < t < len(names) - 1:
@@ -246,21 +270,34 @@ def evaluate_sequence(
                 raise ValueError(
                     f"Annotation {names[t]}.png of {name!r} is {truth.shape}, but frames are {ids.shape}."
                 )
+            for k in set(object_ids(truth)) - set(objects):
+                unknown.setdefault(k, names[t])
             void_mask = truth == VOID_ID if void == "ignore" else None
-            for k in range(1, num_objects + 1):
-                scores_j[k - 1, t - 1] = jaccard(truth == k, ids == k, void_mask)
-                scores_f[k - 1, t - 1] = f_measure(truth == k, ids == k, void_mask)
+            for i, k in enumerate(objects):
+                scores_j[i, t - 1] = jaccard(truth == k, ids == k, void_mask)
+                scores_f[i, t - 1] = f_measure(truth == k, ids == k, void_mask)
     seconds = time.perf_counter() - start
+    if unknown:
+        warnings.warn(_unknown_ids_message(name, objects, unknown), stacklevel=2)
 
-    objects = []
+    scored_objects = []
     if scored:
-        for k in range(num_objects):
-            objects.append(
+        for i, k in enumerate(objects):
+            scored_objects.append(
                 ObjectScores(
-                    k + 1, summarize(scores_j[k]), summarize(scores_f[k]), scores_j[k].tolist(), scores_f[k].tolist()
+                    k, summarize(scores_j[i]), summarize(scores_f[i]), scores_j[i].tolist(), scores_f[i].tolist()
                 )
             )
-    return SequenceResult(name, len(names), objects, seconds, features.seconds)
+    return SequenceResult(name, len(names), scored_objects, seconds, features.seconds)
+
+
+def _unknown_ids_message(name: str, objects: list[int], unknown: dict[int, str]) -> str:
+    """The warning for ids that only annotations after the first frame hold (``unknown``: id -> first frame)."""
+    where = ", ".join(f"{k} (from {frame}.png)" for k, frame in sorted(unknown.items()))
+    return (
+        f"Sequence {name!r}: later annotations hold object ids that the first does not, {where}; they are not "
+        f"scored (the objects are the first annotation's ids {', '.join(map(str, objects))})."
+    )
 
 
 def peak_rss_mb() -> float | None:

@@ -1,7 +1,7 @@
 """The classical optical-flow baseline: OpenCV DIS flow, its forward-backward occlusion check, and the warp error
 of an edited clip along the source's flow (Lai et al. 2018, "Learning Blind Video Temporal Consistency").
 
-Needs OpenCV (``pip install 'walkreg[report]'``), imported only when a function here runs. Frames are ``(3, H, W)``
+Needs OpenCV (``pip install 'walkreg[flow]'``), imported only when a function here runs. Frames are ``(3, H, W)``
 float RGB in [0, 1]; flows are ``(2, H, W)`` in pixels, ``(dx, dy)``.
 """
 
@@ -16,7 +16,7 @@ def _cv2():
     try:
         import cv2
     except ImportError as err:
-        raise ImportError("The optical-flow baseline needs OpenCV: `pip install 'walkreg[report]'`.") from err
+        raise ImportError("The optical-flow baseline needs OpenCV: `pip install 'walkreg[flow]'`.") from err
     return cv2
 
 

@@ -57,6 +57,7 @@ from walkreg.walks import SparseTransitions, WalkConfig, home_mass, leaky
 SCHEMA = "walkreg.score/1"
 BATCH_SCHEMA = "walkreg.score-batch/1"
 WORST_PAIRS = 10  # the worst frame pairs listed in the JSON and shown in the report
+PREVIEW_FRAMES = 48  # at most this many frames in the report's heat-map animation
 
 
 @dataclass
@@ -198,6 +199,7 @@ class _ClipScorer:
         self.steps: deque = deque(maxlen=cfg.window - 1)  # (forward, backward) leaky steps of the latest pairs
         self.returns: dict[int, list[float]] = {}  # start frame -> home-coming masses of its palindromes
         self.pairs: list[dict[str, float]] = []
+        self.pending: deque[PairView] = deque()  # thumbnails of pairs whose score is not final yet
         self.worst: list = []  # heap of (-score, index, PairView)
         self.preview: list[PairView] = []
         self.prev = None
@@ -214,20 +216,29 @@ class _ClipScorer:
         cfg, index = self.cfg, len(self.pairs)
         pair, heat = _score_pair(prev, current, source_pair, self.steps, self.returns, cfg, index)
         self.pairs.append(pair)
-        view_score = pair["consistency"]
-        if cfg.num_worst and (len(self.worst) < cfg.num_worst or -self.worst[0][0] > view_score):
-            thumbnails = torch.stack(
-                [_thumbnail(prev[0], cfg.preview_width), _thumbnail(current[0], cfg.preview_width)]
-            )
-            view = PairView(index, view_score, thumbnails, _thumbnail(heat[None], cfg.preview_width)[0])
-            heapq.heappush(self.worst, (-view_score, index, view))
-            if len(self.worst) > cfg.num_worst:
-                heapq.heappop(self.worst)
-        if self.preview_every and index % self.preview_every == 0:
-            thumbnail = _thumbnail(prev[0], cfg.preview_width)[None]
-            self.preview.append(PairView(index, view_score, thumbnail, _thumbnail(heat[None], cfg.preview_width)[0]))
+        if cfg.num_worst or (self.preview_every and index % self.preview_every == 0):
+            thumbnails = torch.stack([_thumbnail(frame[0], cfg.preview_width) for frame in (prev, current)])
+            self.pending.append(PairView(index, math.nan, thumbnails, _thumbnail(heat[None], cfg.preview_width)[0]))
+        # without a source a pair's score (walk_back) is final once every palindrome from it has come home
+        self._settle(index if self.has_source else index - (cfg.window - 2))
+
+    def _score(self, index: int) -> float:
+        return self.pairs[index]["consistency"] if self.has_source else float(np.mean(self.returns[index]))
+
+    def _settle(self, up_to: float) -> None:
+        """Give the pending pairs up to ``up_to`` their final score; keep the worst and the preview frames."""
+        while self.pending and self.pending[0].index <= up_to:
+            view = self.pending.popleft()
+            view.score = self._score(view.index)
+            if self.preview_every and view.index % self.preview_every == 0:
+                self.preview.append(PairView(view.index, view.score, view.frames[:1], view.heat))
+            if self.cfg.num_worst and (len(self.worst) < self.cfg.num_worst or -self.worst[0][0] > view.score):
+                heapq.heappush(self.worst, (-view.score, view.index, view))
+                if len(self.worst) > self.cfg.num_worst:
+                    heapq.heappop(self.worst)
 
     def result(self, num_frames: int) -> ScoreOutput:
+        self._settle(math.inf)
         pairs = self.pairs
         for start, masses in self.returns.items():
             pairs[start]["walk_back"] = float(np.mean(masses))

@@ -95,10 +95,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--void",
-        default="ignore",
-        choices=("ignore", "background"),
-        help="how void pixels (id 255) are scored: ignored, or as background as davis2017-evaluation does "
-        "(default: %(default)s)",
+        default="background",
+        choices=("background", "ignore"),
+        help="how void pixels (id 255) are scored: as background, as davis2017-evaluation does, so J&F compares "
+        "with published figures; or ignored, left out of J and F (the default before, with which the model card's "
+        "figures were measured) (default: %(default)s)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="initialisation seed of the random-init baselines (default: %(default)s)"

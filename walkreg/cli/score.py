@@ -11,7 +11,7 @@ from walkreg import atomic
 from walkreg.cli.common import add_encoder_argument
 from walkreg.features import create_features
 from walkreg.progress import progress
-from walkreg.scoring import BATCH_SCHEMA, ScoreConfig, score_files
+from walkreg.scoring import BATCH_SCHEMA, PREVIEW_FRAMES, WORST_PAIRS, ScoreConfig, score_files
 from walkreg.video import VIDEO_SUFFIXES
 
 
@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         colour_scale=args.colour_scale,
         include_flow=args.flow_baseline,
-        num_worst=8 if args.report else 0,
-        preview_frames=120 if args.report else 0,
+        num_worst=WORST_PAIRS if args.report else 0,
+        preview_frames=PREVIEW_FRAMES if args.report else 0,
     )
     edited = Path(args.edited)
     source = Path(args.source) if args.source else None

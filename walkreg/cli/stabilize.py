@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -51,10 +52,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_out_path(out: str) -> None:
+    """Refuse an ``--out`` that cannot be written, before any work: not an .mp4 name, an existing folder, or a
+    missing parent folder that cannot be created (a file in the way, or a folder without write permission)."""
+    path = Path(out)
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"`--out` must be an .mp4 file, but is {out!r}.")
+    if path.is_dir():
+        raise ValueError(f"`--out` must be an .mp4 file, but {out!r} is an existing folder.")
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"`--out` {out!r} cannot be created: {str(ancestor)!r} is a file, not a folder.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"`--out` {out!r} cannot be created: the folder {str(ancestor)!r} is not writable.")
+
+
 def run(args: argparse.Namespace) -> int:
     config = StabilizeConfig(method=args.method, strength=args.strength)
-    if Path(args.out).suffix.lower() != ".mp4":
-        raise ValueError(f"`--out` must be an .mp4 file, but is {args.out!r}.")
+    check_out_path(args.out)
     atomic.check_outputs_differ({"--out": args.out}, {"--source": args.source, "--edited": args.edited})
     num_frames = check_clip_pair(args.edited, args.source)
     if num_frames == 1:

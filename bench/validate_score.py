@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from walkreg.features import create_features
+from walkreg.features import CachedFeatures, create_features
 from walkreg.flow import flow_warp_error, guide_flow, warp_error
 from walkreg.scoring import ScoreConfig, score_clip
 from walkreg.stabilize import METHODS, StabilizeConfig, stabilize
@@ -40,22 +40,6 @@ CLIPS = [
 FAMILIES = ("colour", "brightness", "texture")
 STABILISED = ("colour 0.2", "stylised per frame")
 STRENGTHS = (0.5, 0.8, 0.9)
-
-
-class CachedFeatures:
-    """An encoder whose features are computed once per frame tensor: every edit is scored against the same
-    source, and each edit is scored twice. Frames are kept alive with their features so their storage (the key)
-    cannot be reused by another tensor."""
-
-    def __init__(self, encoder):
-        self.encoder, self.cache = encoder, {}
-
-    def iter_features(self, frames):
-        frames = list(frames)
-        missing = [f for f in frames if f.data_ptr() not in self.cache]
-        for frame, feats in zip(missing, self.encoder.iter_features(missing), strict=True):
-            self.cache[frame.data_ptr()] = (frame, feats)
-        return (self.cache[f.data_ptr()][1] for f in frames)
 
 
 def per_frame(frames: torch.Tensor, seed: int, fn) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from testing_utils import CLIPS, assert_tensors_close, synthetic_video, tiny_encoder
 
 from walkreg.cli import main
-from walkreg.features import RGBFeatures
+from walkreg.features import CachedFeatures, RGBFeatures
 from walkreg.scoring import ScoreConfig, score_clip
 from walkreg.video import read_video, write_video
 from walkreg.walks import home_mass, leaky, local_transitions
@@ -185,3 +185,21 @@ def test_the_worst_pairs_are_the_lowest_scoring_ones_with_or_without_a_source(cl
     assert [v.score for v in out.worst] == [out.pairs[v.index]["consistency"] for v in out.worst]
     assert out.to_dict()["worst_pairs"] == [v.index for v in out.worst]
     assert [v.score for v in out.preview] == [out.pairs[v.index]["consistency"] for v in out.preview]
+
+
+def test_cached_features_compute_each_frame_once_and_give_the_same_scores(clip):
+    class Counting(RGBFeatures):
+        calls = 0
+
+        def iter_features(self, frames):
+            for frame in frames:
+                Counting.calls += 1
+                yield from super().iter_features([frame])
+
+    cached = CachedFeatures(Counting())
+    edited = flicker(clip, 0.2)
+    first = score_clip(edited, cached, clip)
+    assert Counting.calls == 2 * len(clip)
+    again = score_clip(edited, cached, clip)
+    assert Counting.calls == 2 * len(clip)  # replayed, not recomputed
+    assert again.overall == first.overall == score_clip(edited, RGBFeatures(), clip).overall

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from walkreg import atomic
-from walkreg.features import create_features
+from walkreg.features import CachedFeatures, create_features
 from walkreg.progress import progress
 from walkreg.report import render_report
 from walkreg.scoring import PREVIEW_FRAMES, SCHEMA, WORST_PAIRS, ScoreConfig, ScoreOutput, score_clips
@@ -93,7 +93,7 @@ def run_demo(
     if clip_frames.shape[0] < 2:
         raise ValueError(f"`clip` {str(clip)!r} needs at least 2 frames, but has {clip_frames.shape[0]}.")
     fps = probe_video(clip).fps or 15.0
-    encoder = create_features(encoder_name)
+    encoder = CachedFeatures(create_features(encoder_name))  # the source is stabilised, then scored
     config = ScoreConfig(
         include_flow=importlib.util.find_spec("cv2") is not None, num_worst=WORST_PAIRS, preview_frames=PREVIEW_FRAMES
     )

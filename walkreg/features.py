@@ -88,6 +88,30 @@ class RGBFeatures:
             yield F.normalize(cells - cells.mean(1, keepdim=True), dim=1)
 
 
+class CachedFeatures:
+    """Any features, computed once per frame and replayed when the same frame tensor is walked on again (a source
+    scored against several edits, or stabilised and then scored).
+
+    For clips held in memory: ``iter_features`` reads the whole iterable first, and every frame is kept alive with
+    its features (so its storage, the cache key, cannot be reused by another tensor).
+    """
+
+    def __init__(self, features):
+        self.features = features
+        self.cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def _key(frame: torch.Tensor) -> tuple:
+        return frame.data_ptr(), tuple(frame.shape), tuple(frame.stride())
+
+    def iter_features(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        frames = list(frames)
+        missing = [frame for frame in frames if self._key(frame) not in self.cache]
+        for frame, feats in zip(missing, self.features.iter_features(missing), strict=True):
+            self.cache[self._key(frame)] = (frame, feats)
+        return (self.cache[self._key(frame)][1] for frame in frames)
+
+
 def random_encoder(arch: str = "resnet18", seed: int = 0) -> CRWEncoder:
     """An untrained :class:`CRWEncoder` (torchvision's initialisation, seeded), in eval mode; the global random
     state is left as it was."""

@@ -14,6 +14,7 @@ import argparse
 import time
 
 import torch
+from machine import describe
 
 from walkreg.train.config import TrainConfig
 from walkreg.train.data import ClipDataset, ClipSampler, build_index, find_videos, make_loader
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--node-mode", default="grid", choices=("grid", "frame"))
     parser.add_argument("--clips-per-video", type=int, nargs="+", default=[2, 200])
     args = parser.parse_args()
+    print(describe())
     torch.set_num_threads(1)
     first = None
     settings = [(clips, False) for clips in args.clips_per_video] + [(args.clips_per_video[-1], True)]

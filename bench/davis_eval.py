@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from machine import describe
 
 from walkreg.video import read_annotation
 
@@ -83,6 +84,7 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    print(describe())
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from machine import describe
 
 from walkreg import CRWEncoder
 from walkreg.pipelines import (
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="UNet steps timed (the best is kept)")
     parser.add_argument("--guidance", action="store_true", help="also time one walk-back guidance step (slow on CPU)")
     args = parser.parse_args()
+    print(describe())
     torch.manual_seed(0)
     frames = source_clip(8)
     encoder = CRWEncoder("resnet18").eval()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import describe
 
 from walkreg import CRWEncoder, PropagationConfig, propagate
 from walkreg.video import read_annotation, read_video
@@ -89,6 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    print(describe())
 
     results, outputs = {}, {}
     with tempfile.TemporaryDirectory() as tmp:

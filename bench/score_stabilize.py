@@ -1,17 +1,22 @@
-"""Speed of ``walkreg score`` / ``walkreg stabilize`` at 480p and peak memory against clip length, in one run.
+"""Speed of ``walkreg score`` / ``walkreg stabilize`` against the encoder's own feature pass, and peak memory against
+clip length, in one run.
 
 Each measurement runs in a fresh subprocess (so ``ru_maxrss`` is that run's peak) on the first N frames of a real
-480p clip from the shared data, streamed from disk as the CLI does. Usage:
+480p clip, streamed from disk as the CLI does. ``features`` is one pass of the encoder over the clip (what any
+consumer of the features pays at least once); ``score`` needs two (source and edit) plus the walks; ``stabilize``
+one plus the walks. The ratio column divides each task's time by the feature pass of the same length, measured in
+the same run. Usage:
 
-    python bench/score_stabilize.py --encoder random-resnet18-small --lengths 8 16 32
+    python bench/score_stabilize.py --encoder default --lengths 8 16 32 --threads 1
 """
 
 import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from machine import describe
 
 
 CHILD = r"""
@@ -24,52 +29,56 @@ task, path, frames, spec, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), 
 if threads:
     torch.set_num_threads(threads)
 encoder = create_features(spec)
+clip = lambda: iter_frames(path, max_frames=frames)
 start = time.perf_counter()
-if task == "score":
-    score_clip(iter_frames(path, max_frames=frames), encoder, iter_frames(path, max_frames=frames), ScoreConfig())
+if task == "features":
+    for _ in encoder.iter_features(clip()):
+        pass
+elif task == "score":
+    score_clip(clip(), encoder, clip(), ScoreConfig())
 else:
-    for _ in stabilize(
-        iter_frames(path, max_frames=frames),
-        iter_frames(path, max_frames=frames),
-        encoder,
-        StabilizeConfig(method=task.split(":")[1]),
-    ):
+    for _ in stabilize(clip(), clip(), encoder, StabilizeConfig(method=task.split(":")[1])):
         pass
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
+def measure(task: str, clip: str, frames: int, encoder: str, threads: int) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, task, clip, str(frames), encoder, str(threads)],
+        capture_output=True,
+        text=True,
+        env={"WALKREG_NO_PROGRESS": "1", "PATH": ""},
+    )
+    if result.returncode:
+        raise SystemExit(result.stderr.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument(
         "--clip",
         default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "cups.mp4"),
         help="a 480p clip",
     )
-    parser.add_argument("--encoder", default="random-resnet18-small")
+    parser.add_argument("--encoder", default="default")
     parser.add_argument("--lengths", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
     parser.add_argument("--tasks", nargs="+", default=["score", "stabilize:crw", "stabilize:flow", "stabilize:ema"])
     args = parser.parse_args()
+    print(describe())
     print(f"clip {args.clip}, encoder {args.encoder}, torch threads: {args.threads or 'default'}")
-    print("| task | frames | seconds | fps | peak RSS MiB |")
-    print("|---|---|---|---|---|")
-    for task in args.tasks:
-        for frames in args.lengths:
-            wall = time.perf_counter()
-            result = subprocess.run(
-                [sys.executable, "-c", CHILD, task, args.clip, str(frames), args.encoder, str(args.threads)],
-                capture_output=True,
-                text=True,
-                env={"WALKREG_NO_PROGRESS": "1", "PATH": ""},
-            )
-            if result.returncode:
-                raise SystemExit(result.stderr.strip().splitlines()[-1])
-            r = json.loads(result.stdout.strip().splitlines()[-1])
+    print("| task | frames | seconds | fps | x feature pass | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for frames in args.lengths:
+        base = measure("features", args.clip, frames, args.encoder, args.threads)
+        for task in ["features", *args.tasks]:
+            r = base if task == "features" else measure(task, args.clip, frames, args.encoder, args.threads)
             print(
-                f"| {task} | {frames} | {r['seconds']:.1f} | {frames / r['seconds']:.2f} | {r['peak_mib']:.0f} |  "
-                f"(wall {time.perf_counter() - wall:.0f} s)"
+                f"| {task} | {frames} | {r['seconds']:.1f} | {frames / r['seconds']:.2f} | "
+                f"{r['seconds'] / base['seconds']:.2f} | {r['peak_mib']:.0f} |"
             )
 
 

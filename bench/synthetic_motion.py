@@ -13,6 +13,8 @@ shared data is there, else the repository's 240p test fixtures. Usage:
 import argparse
 from pathlib import Path
 
+from machine import describe
+
 from walkreg.atomic import fill_new_directory
 from walkreg.cli import main as walkreg_main
 from walkreg.synthetic import synthetic_sequence, write_davis_sequence
@@ -49,6 +51,7 @@ def main() -> int:
     parser.add_argument("--max-speed", type=float, default=6.0, help="object speed bound, pixels per frame")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(describe())
 
     backgrounds, textures = source_images()
     out = Path(args.out)

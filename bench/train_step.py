@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,6 +109,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_variant(Path(args.inputs), json.loads(args.child), args.repeats)))
         return
+    print(describe())
     variants = {**VARIANTS, **(COMPILED if args.compile else {})}
     archs = ["resnet18", "resnet18-small"] if args.arch == "both" else [args.arch]
     print(

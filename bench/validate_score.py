@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import describe
 
 from walkreg.features import CachedFeatures, create_features
 from walkreg.flow import flow_warp_error, guide_flow, warp_error
@@ -193,6 +194,7 @@ def main():
         parser.error(
             f"--frames must be a multiple of 4 (the shuffle swaps frames in blocks of 4), but is {args.frames}"
         )
+    print(describe())
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = ScoreConfig(sub_cells=args.sub_cells)

@@ -61,7 +61,7 @@ def fresh_accelerate_state():
         ({"channels_last": "yes"}, "`channels_last` must be true or false, but is 'yes' (str)."),
         ({"cache_dir": 3}, "`cache_dir` must be a string or None, but is 3 (int)."),
         ({"node_mode": "patch"}, "`node_mode` must be one of 'grid', 'frame', but is 'patch' (str)."),
-        ({"mixed_precision": "fp32"}, "`mixed_precision` must be one of 'no', 'bf16', 'fp16', but is 'fp32' (str)."),
+        ({"mixed_precision": "fp32"}, "`mixed_precision` must be one of 'auto', 'no', 'bf16', 'fp16', but is 'fp32' (str)."),
         ({"arch": "resnet50"}, "`arch` must be one of 'resnet18', 'resnet18-small', but is 'resnet50' (str)."),
         ({"report_to": "tensorbaord"}, "`report_to` must be one of 'auto', 'tensorboard', 'wandb', 'all', 'none'"),
     ],
@@ -272,3 +272,22 @@ def test_smoke_config_runs_from_another_folder(tmp_path, monkeypatch, capsys, fr
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["data"] == [str(ROOT / "tests" / "fixtures" / "clips")]
     assert (tmp_path / "run" / "encoder").is_dir()
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_computes_it_natively(monkeypatch):
+    import torch
+
+    from walkreg.train.precision import resolve_mixed_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_mixed_precision("auto", cpu)[0] == "no"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert resolve_mixed_precision("auto", cpu)[0] == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert resolve_mixed_precision("auto", cuda)[0] == "no"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_mixed_precision("auto", cuda)[0] == "bf16"
+    assert resolve_mixed_precision("no", cuda) == ("no", "as requested")  # an explicit choice always wins
+    assert TrainConfig().mixed_precision == "auto" and TrainConfig().channels_last

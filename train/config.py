@@ -33,7 +33,7 @@ from walkreg.atomic import write_text_atomic
 
 
 NodeMode = Literal["grid", "frame"]
-MixedPrecision = Literal["no", "bf16", "fp16"]
+MixedPrecision = Literal["auto", "no", "bf16", "fp16"]
 Arch = Literal["resnet18", "resnet18-small"]  # walkreg.encoder.ARCHITECTURES (not imported: it needs torch)
 ReportTo = Literal["auto", "tensorboard", "wandb", "all", "none"]
 NODE_MODES = typing.get_args(NodeMode)
@@ -92,8 +92,11 @@ class TrainConfig:
             (final checkpoint and ``encoder/``); a resumed run gets a fresh budget.
         lr_milestones: Epochs at which the learning rate is multiplied by ``lr_gamma``.
         lr_gamma: Factor applied to the learning rate at each of ``lr_milestones``.
-        mixed_precision: Autocast precision: ``no``, ``bf16`` or ``fp16``.
-        channels_last: Run the encoder in channels-last memory format (a speed option).
+        mixed_precision: Autocast precision: ``auto`` (bf16 where the hardware computes it natively, CUDA GPUs that
+            support it and CPUs with AVX-512 bf16 or AMX; fp32 elsewhere, where bf16 is emulated and slower), ``no``
+            (fp32), ``bf16`` or ``fp16``.
+        channels_last: Run the encoder in channels-last memory format (a speed option: 1.15x per step in fp32 on a
+            2-core AVX2 CPU, and it helps bf16 on GPUs and bf16 CPUs; equal loss to 1e-5).
         compile: Compile the model with ``torch.compile`` (a speed option).
 
     Run:
@@ -146,8 +149,8 @@ class TrainConfig:
     max_train_minutes: float | None = None
     lr_milestones: tuple[int, ...] = (20, 30, 40)
     lr_gamma: float = 0.3
-    mixed_precision: MixedPrecision = "no"
-    channels_last: bool = False
+    mixed_precision: MixedPrecision = "auto"
+    channels_last: bool = True
     compile: bool = False
     seed: int = 0
     checkpointing_steps: int = 1000

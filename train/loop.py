@@ -31,6 +31,7 @@ from walkreg.progress import progress
 from . import checkpoints
 from .config import TrainConfig
 from .data import ClipDataset, ClipSampler, build_index, find_videos, make_loader
+from .precision import resolve_mixed_precision
 from .validation import davis_j
 
 
@@ -197,9 +198,11 @@ def train(config: TrainConfig) -> TrainResult:
     """
     output_dir = Path(config.output_dir)
     new_paths = _new_paths(config)
+    precision, why = resolve_mixed_precision(config.mixed_precision)
+    logger.info("Mixed precision: %s (%s).", precision, why)
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
+        mixed_precision=precision,
         log_with=_trackers(config.report_to),
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
         dynamo_plugin=TorchDynamoPlugin(backend="inductor") if config.compile else None,

@@ -61,7 +61,7 @@ def fresh_accelerate_state():
         ({"channels_last": "yes"}, "`channels_last` must be true or false, but is 'yes' (str)."),
         ({"cache_dir": 3}, "`cache_dir` must be a string or None, but is 3 (int)."),
         ({"node_mode": "patch"}, "`node_mode` must be one of 'grid', 'frame', but is 'patch' (str)."),
-        ({"mixed_precision": "fp32"}, "`mixed_precision` must be one of 'auto', 'no', 'bf16', 'fp16', but is 'fp32' (str)."),
+        ({"mixed_precision": "fp32"}, "`mixed_precision` must be one of 'auto', 'no', 'bf16', 'fp16', but is 'fp32'"),
         ({"arch": "resnet50"}, "`arch` must be one of 'resnet18', 'resnet18-small', but is 'resnet50' (str)."),
         ({"report_to": "tensorbaord"}, "`report_to` must be one of 'auto', 'tensorboard', 'wandb', 'all', 'none'"),
     ],

@@ -1,9 +1,9 @@
 """Does bf16 train the same as fp32? Two ``walkreg train`` runs from the same seed on the shared clips, one in fp32
 and one with bf16 autocast, compared by their loss curves and by the DAVIS J&F of the encoders they end with.
 
-The runs use a small CPU-sized recipe (the quarter-width ResNet-18, 128-pixel frames cut into 7x7 patches of 32
-pixels, batch 2) so that both fit on a laptop CPU even where bf16 is emulated; the question is numerical, not
-speed. J&F is ``walkreg eval-davis`` on the repository's 240p DAVIS fixtures (3 sequences). Usage:
+The runs use a small CPU-sized recipe (the quarter-width ResNet-18, 64-pixel frames cut into 3x3 patches of 32
+pixels, batch 2) so that both fit on a laptop CPU even where bf16 is emulated (7x slower than fp32 there); the
+question is numerical, not speed. J&F is ``walkreg eval-davis`` on the repository's 240p DAVIS fixtures (3 sequences). Usage:
 
     python bench/precision_parity.py --steps 300 --out runs/precision-parity
 """
@@ -23,7 +23,7 @@ from machine import describe
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = {
     "arch": "resnet18-small",
-    "frame_size": 128,
+    "frame_size": 64,
     "patch_size": 32,
     "patch_stride": 16,
     "batch_size": 2,
@@ -31,6 +31,7 @@ RECIPE = {
     "learning_rate": 3e-4,
     "lr_milestones": [1000],
     "num_workers": 1,
+    "preload_frames": True,
     "logging_steps": 1,
     "checkpointing_steps": 100000,
     "report_to": "none",
@@ -68,6 +69,7 @@ def main():
     parser.add_argument("--out", required=True, type=Path, help="new folder for both runs")
     args = parser.parse_args()
     print(describe())
+    args.out = args.out.resolve()  # the configs written into it must not hold relative paths (they resolve there)
     args.out.mkdir(parents=True)
     runs = {}
     for precision in ("no", "bf16"):

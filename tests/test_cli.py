@@ -51,6 +51,7 @@ def test_every_option_of_every_core_command_explains_itself_and_its_default():
     for command in COMMANDS:
         parser = build_parser([command])
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+        assert "`" not in sub.description, (command, sub.description)
         for action in sub._actions:
             if action.dest == "help" or action.help is None:
                 continue

@@ -14,7 +14,7 @@ DESCRIPTION = (
     "Edit a real clip frame by frame (a per-frame k-means palette and colour cast, which flickers), stabilise the "
     "edit with walkreg along the source's CRW correspondences, score both against the source, and write "
     "side_by_side.mp4 (source | per-frame edit | walkreg), source.mp4, per_frame_edit.mp4, walkreg.mp4, scores.json "
-    "and HTML reports into --out. The scores are those `walkreg score` gives on the written files. The outputs are "
+    "and HTML reports into --out. The scores are those walkreg score gives on the written files. The outputs are "
     "written together or not at all, and replace existing files of the same names."
 )
 KEYS = ("consistency", "walk_back", "agreement", "flow_warp_error")

@@ -2,8 +2,9 @@
 and one with bf16 autocast, compared by their loss curves and by the DAVIS J&F of the encoders they end with.
 
 The runs use a small CPU-sized recipe (the quarter-width ResNet-18, 64-pixel frames cut into 3x3 patches of 32
-pixels, batch 2) so that both fit on a laptop CPU even where bf16 is emulated (7x slower than fp32 there); the
-question is numerical, not speed. J&F is ``walkreg eval-davis`` on the repository's 240p DAVIS fixtures (3 sequences). Usage:
+pixels, batch 2, frames preloaded) so that both fit on a laptop CPU even where bf16 is emulated (7x slower than
+fp32 there); the question is numerical, not speed. J&F is ``walkreg eval-davis`` on the repository's 240p DAVIS
+fixtures (3 sequences). Usage:
 
     python bench/precision_parity.py --steps 300 --out runs/precision-parity
 """

@@ -27,10 +27,12 @@ resumed training checkpoint, broken DAVIS roots, bad training configs, broken di
 random Stable Diffusion directory is built offline for the ``edit`` control and its variants) and corrupt demo
 clips. Setup also runs one 1-step ``walkreg train`` to have a real checkpoint to tamper with.
 
-Run (from the repository root, in its virtual environment; about 10 minutes on 2 CPU cores)::
+Run (from the repository root, in its virtual environment; about 340 cases, 30 minutes on 2 shared CPU cores,
+most of it interpreter and torch start-up; the ``edit`` cases import diffusers and take ~20 s each)::
 
     python bench/bad_inputs.py                       # every case; prints a markdown table and "held N of M cases"
     python bench/bad_inputs.py --only stabilize-out  # the cases whose id contains the substring
+    python bench/bad_inputs.py --only edit-          # case ids are <command>-<what>
     python bench/bad_inputs.py --json results.json --keep   # also write JSON; keep the temporary folder
 
 The exit status is 0 when every case held, 1 otherwise. The JSON has, per case, the full command, its working
@@ -75,6 +77,7 @@ LEFTOVER = re.compile(r"^\..*\.(partial|stale)")  # hidden temporaries of atomic
 OUTPUT_FLAGS = ("--out", "--json", "--report", "--output-dir")
 MAX_LINE = 1000
 FPS = 15
+DAVIS_PALETTE = [(0, 0, 0), (128, 0, 0), (0, 128, 0)]  # the first entries of the DAVIS palette
 
 Check = Callable[[Path, int], str | None]
 
@@ -91,7 +94,7 @@ class Case:
     why: str  # what makes the input bad (or the control good)
     needs: tuple[str, ...] = ()  # setup steps: "ckpt" (a real training checkpoint), "sd" (the tiny SD directory)
     prep: Callable[[Path], None] | None = None  # makes case-local files in the case folder, after setup
-    extra_inputs: tuple[str, ...] = ()  # inputs not named on the command line (data named in a config file)
+    extra_inputs: tuple[str, ...] = ()  # inputs not on the command line (a config's data), relative to the case
     outputs: tuple[str, ...] = ()  # paths (relative to the case folder) that must exist after a success
     checks: tuple[tuple[str, Check], ...] = ()  # (promise, check(case_dir, exit_code) -> failure or None)
     timeout: float = 600.0
@@ -161,18 +164,21 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if LEFTOVER.match(p.name))
 
 
-def png_bytes(array: np.ndarray) -> bytes:
-    """A PNG of an (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA uint8 array (filter 0, zlib)."""
+def png_bytes(array: np.ndarray, palette: list[tuple[int, int, int]] | None = None) -> bytes:
+    """A PNG of an (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA uint8 array (filter 0, zlib); with ``palette``, an
+    (H, W) array of palette indices (a DAVIS annotation)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
     height, width = array.shape[:2]
-    colour_type = 0 if array.ndim == 2 else {3: 2, 4: 6}[array.shape[2]]
+    colour_type = (3 if palette else 0) if array.ndim == 2 else {3: 2, 4: 6}[array.shape[2]]
     rows = b"".join(b"\x00" + array[y].tobytes() for y in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0))
+    if palette:
+        header += chunk(b"PLTE", bytes(v for colour in palette for v in colour))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
 
 def decode(path: Path, limit: int | None = None) -> list[np.ndarray]:
@@ -428,7 +434,9 @@ class Inputs:
         root("davis_big_mask")
         shutil.copyfile(DAVIS2017 / "Annotations/480p/tennis/00000.png", p(f"davis_big_mask/{anno}/00000.png"))
         root("davis_small_mask")
-        p(f"davis_small_mask/{anno}/00000.png").write_bytes(png_bytes(np.zeros((100, 120), np.uint8) + 1))
+        small_mask = np.zeros((100, 120), np.uint8)
+        small_mask[30:70, 40:80] = 1
+        p(f"davis_small_mask/{anno}/00000.png").write_bytes(png_bytes(small_mask, DAVIS_PALETTE))
         root("davis_anno_trunc")
         first = p(f"davis_anno_trunc/{anno}/00000.png")
         first.write_bytes(first.read_bytes()[:60])
@@ -443,7 +451,7 @@ class Inputs:
         for f in p(f"davis_empty_seq/{jpeg}").iterdir():
             f.unlink()
         root("davis_blank_mask")
-        p(f"davis_blank_mask/{anno}/00000.png").write_bytes(png_bytes(np.zeros((240, 427), np.uint8)))
+        p(f"davis_blank_mask/{anno}/00000.png").write_bytes(png_bytes(np.zeros((240, 427), np.uint8), DAVIS_PALETTE))
         root("davis_only_first")
         for f in p(f"davis_only_first/{anno}").iterdir():
             if f.name != "00000.png":
@@ -1090,7 +1098,7 @@ def build_cases(i: Inputs) -> list[Case]:
 
     # --------------------------------------------------------------------------------------------------- edit
     def edit(source: str, *more: str, model: str | None = None, out: str = "out.mp4", size: str | None = "32x32"):
-        args = [source, "--model", model or i("sd"), "--prompt", "a watercolor painting", "--out", out]
+        args = [source, "--model", model or i("sd"), "--prompt", "ink", "--out", out]
         defaults = {"--max-frames": "2", "--steps": "2", "--device": "cpu", "--encoder": "random-resnet18-small"}
         if size is not None:
             defaults["--size"] = size
@@ -1204,7 +1212,7 @@ def build_cases(i: Inputs) -> list[Case]:
         ("frames_broken", "frame folder with a broken third PNG"),
         ("missing.mp4", "does not exist"),
     ):
-        add(f"source-{name}", "edit", edit(i(name)), "error", f"SOURCE: {why}", needs=sd)
+        add(f"source-{name}", "edit", edit(i(name), "--max-frames", "4"), "error", f"SOURCE: {why}", needs=sd)
     add(
         "odd-size-no-resize",
         "edit",
@@ -1278,7 +1286,6 @@ def build_cases(i: Inputs) -> list[Case]:
         ("unknown-key", "unknown key", cfg(temprature=0.1)),
         ("data-missing-path", "data names a path that does not exist", cfg(data=["no/such/videos"])),
         ("data-empty-list", "data is []", cfg(data=[])),
-        ("data-string", "data is a string, not a list", cfg(data=i("train_clips"))),
         ("data-object", "data is an object", cfg(data={"videos": i("train_clips")})),
         (
             "data-list-file-missing",
@@ -1308,6 +1315,13 @@ def build_cases(i: Inputs) -> list[Case]:
         ("validation-missing", "validation_data does not exist", cfg(validation_data="nope", validation_steps=1)),
     ):
         config_case(case_id, "error", why, config)
+    config_case(
+        "data-string",
+        "ok",
+        "data is a string, not a list (documented: a single string becomes a one-item list)",
+        cfg(data=i("train_clips")),
+        outputs=("run/encoder/config.json",),
+    )
     config_case("config-missing", "error", "--config names no file", cfg(), config_arg="does-not-exist.json")
     config_case("config-is-folder", "error", "--config is a folder", cfg(), config_arg=i("train_clips"))
     config_case(
@@ -1330,6 +1344,7 @@ def build_cases(i: Inputs) -> list[Case]:
         "output_dir is the data folder",
         cfg(data=["clips"], output_dir="clips"),
         prep=local(("train_clips", "clips")),
+        extra_inputs=("clips",),
     )
     config_case("flag-batch-size-abc", "error", "--batch-size abc", cfg(), "--batch-size", "abc")
     config_case(
@@ -1338,7 +1353,9 @@ def build_cases(i: Inputs) -> list[Case]:
     config_case("flag-data-missing", "error", "--data names a missing folder", cfg(), "--data", "nowhere")
 
     # resuming: a real 1-step run copied into the case folder, tampered with
-    def resume_case(case_id: str, why: str, tamper: Callable[[Path], None] | None, target: str, **kwargs) -> None:
+    def resume_case(
+        case_id: str, why: str, tamper: Callable[[Path], None] | None, target: str, expect: str = "error", **kwargs
+    ) -> None:
         def prep(case_dir: Path) -> None:
             copy(i.path("ckpt_run"), case_dir / "run")
             if tamper is not None:
@@ -1346,7 +1363,7 @@ def build_cases(i: Inputs) -> list[Case]:
 
         config_case(
             case_id,
-            "error",
+            expect,
             why,
             cfg(max_train_steps=2),
             "--resume-from-checkpoint",
@@ -1378,11 +1395,32 @@ def build_cases(i: Inputs) -> list[Case]:
     resume_case("resume-missing", "resume from a path that does not exist", None, "run/checkpoint-99")
     resume_case("resume-file", "resume from a file", None, "run/train_config.json")
 
-    def junk_latest(run: Path) -> None:
+    def junk_folder(run: Path) -> None:
         (run / "checkpoint-7").mkdir()
         (run / "checkpoint-7" / "model.safetensors").write_bytes(b"junk")
 
-    resume_case("resume-latest-junk", "latest is a junk checkpoint-7 folder", junk_latest, "latest")
+    resume_case(
+        "resume-latest-junk-folder",
+        "latest: a junk checkpoint-7 folder (no trainer_state.json) beside the real checkpoint-1",
+        junk_folder,
+        "latest",
+        expect="either",
+    )
+
+    def junk_weights(run: Path) -> None:
+        shutil.copytree(run / "checkpoint-1", run / "checkpoint-7")
+        (run / "checkpoint-7" / "trainer_state.json").write_text(
+            (run / "checkpoint-7" / "trainer_state.json").read_text().replace('"global_step": 1', '"global_step": 7')
+        )
+        for weights in (run / "checkpoint-7").glob("model*.safetensors"):
+            weights.write_bytes(random.Random(4).randbytes(weights.stat().st_size))
+
+    resume_case(
+        "resume-latest-junk-weights",
+        "latest: checkpoint-7 whose model weights are random bytes",
+        junk_weights,
+        "latest",
+    )
 
     def truncate_model(run: Path) -> None:
         for weights in (run / "checkpoint-1").glob("model*.safetensors"):
@@ -1747,7 +1785,7 @@ def auto_inputs(case: Case, case_dir: Path) -> list[Path]:
         path = Path(arg) if os.path.isabs(arg) else case_dir / arg
         if os.path.lexists(path):
             found.append(path)
-    found += [Path(p) for p in case.extra_inputs]
+    found += [Path(p) if os.path.isabs(p) else case_dir / p for p in case.extra_inputs]
     return found
 
 

@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 from walkreg import atomic
-from walkreg.cli.common import add_device_argument, resolve_device
+from walkreg.cli.common import add_device_argument, add_overwrite_argument, resolve_device
 from walkreg.video import probe_video, read_video, write_video
 
 
 DESCRIPTION = (
     "Edit SOURCE frame by frame with a local Stable Diffusion 1.x-style model directory, propagating the denoised "
     "latents along the source video's CRW correspondences; writes OUT and prints its consistency score (walkreg "
-    "score's headline, higher is more consistent). --out and --json replace existing files and may not be an input."
+    "score's headline, higher is more consistent). --out and --json may not be an input and replace existing files "
+    "only with --overwrite."
 )
 
 
@@ -78,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fps", type=float, default=None, help="frame rate of the output (default: the source's, divided by --stride)"
     )
     add_device_argument(parser)
+    add_overwrite_argument(parser)
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file (default: none)")
 
 
@@ -124,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"`--out` must end in .mp4, but is {str(out)!r}.")
     atomic.check_outputs_differ({"--out": out, "--json": args.json}, {"SOURCE": args.source})
+    atomic.check_outputs_new({"--out": out, "--json": args.json}, args.overwrite)
     if args.steps < 1:
         raise ValueError(f"`--steps` must be >= 1, but is {args.steps}.")
     size = _parse_size(args.size)

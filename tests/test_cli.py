@@ -154,3 +154,20 @@ def test_score_writes_its_report_and_json_together_or_not_at_all(clip_files, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]  # no report, no temporary
     assert main([*args, "--report", str(report), "--json", str(tmp_path / "scores.json")]) == 0
     assert report.stat().st_size > 0 and (tmp_path / "scores.json").stat().st_size > 0
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(clip_files, tmp_path, capsys):
+    out = tmp_path / "stable.mp4"
+    out.write_bytes(b"an earlier result")
+    args = ["stabilize", "--source", str(clip_files / "src.mp4"), "--edited", str(clip_files / "edit.mp4")]
+    args += ["--encoder", "rgb", "--out", str(out)]
+    assert main(args) == 1
+    assert "exists; pass `--overwrite` to replace it" in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier result"
+    assert main([*args, "--overwrite"]) == 0
+    assert out.read_bytes() != b"an earlier result"
+    json_out = tmp_path / "scores.json"
+    json_out.write_text("{}")
+    score = ["score", str(out), "--source", str(clip_files / "src.mp4"), "--encoder", "rgb", "--json", str(json_out)]
+    assert main(score) == 1 and json_out.read_text() == "{}"
+    assert main([*score, "--overwrite"]) == 0 and json_out.read_text() != "{}"

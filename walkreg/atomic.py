@@ -288,3 +288,13 @@ def check_outputs_differ(
                     "input or another output; choose another path."
                 )
         earlier.append((name, path))
+
+
+def check_outputs_new(outputs: Mapping[str, PathLike | None], overwrite: bool) -> None:
+    """Refuse to replace an existing file unless ``overwrite`` (the user's ``--overwrite``): a command's earlier
+    result may be somebody's work. Keys name the arguments; ``None`` values and ``"-"`` are skipped."""
+    if overwrite:
+        return
+    for name, value in outputs.items():
+        if value is not None and os.fspath(value) != "-" and Path(value).exists():
+            raise ValueError(f"`{name}` {os.fspath(value)!r} exists; pass `--overwrite` to replace it.")

@@ -17,6 +17,13 @@ def add_encoder_argument(parser: argparse.ArgumentParser, default: str | None = 
     parser.add_argument("--encoder", default=default, metavar="NAME_OR_DIR", help=ENCODER_HELP)
 
 
+def add_overwrite_argument(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: replace output files that exist (refused otherwise, so an earlier result is not lost)."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace output files that already exist (default: refuse them)"
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``: a torch device; the default is the first CUDA GPU when there is one, else the CPU."""
     parser.add_argument(

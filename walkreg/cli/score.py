@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from walkreg import atomic
-from walkreg.cli.common import add_encoder_argument
+from walkreg.cli.common import add_encoder_argument, add_overwrite_argument
 from walkreg.features import create_features
 from walkreg.progress import progress
 from walkreg.scoring import BATCH_SCHEMA, PREVIEW_FRAMES, WORST_PAIRS, ScoreConfig, score_files
@@ -19,7 +19,7 @@ DESCRIPTION = (
     "Score how temporally consistent EDITED is: walk-back consistency of its own CRW walks and, with --source, "
     "fidelity to the source motion and agreement of the walks. All scores are in [0, 1], higher is more consistent; "
     "the DIS optical-flow warp error (lower is better) can be reported beside them. Outputs (--json, --report) are "
-    "written together or not at all, replace existing files of the same name, and may not be an input."
+    "written together or not at all, may not be an input, and replace existing files only with --overwrite."
 )
 
 
@@ -73,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.colour_scale,
         help="colour difference (mean absolute, 0-1 scale) that costs a factor e of score (default: %(default)s)",
     )
+    add_overwrite_argument(parser)
 
 
 def _batch_clips(folder: Path, sources: Path | None) -> list[tuple[Path, Path | None]]:
@@ -104,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
     )
     edited = Path(args.edited)
     source = Path(args.source) if args.source else None
-    atomic.check_outputs_differ({"--json": args.json, "--report": args.report}, {"EDITED": edited, "--source": source})
+    outputs = {"--json": args.json, "--report": args.report}
+    atomic.check_outputs_differ(outputs, {"EDITED": edited, "--source": source})
+    atomic.check_outputs_new(outputs, args.overwrite)
     encoder = create_features(args.encoder)
     report = None
     if args.batch:

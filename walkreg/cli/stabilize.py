@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from walkreg import atomic
-from walkreg.cli.common import add_encoder_argument
+from walkreg.cli.common import add_encoder_argument, add_overwrite_argument
 from walkreg.features import create_features
 from walkreg.progress import progress
 from walkreg.stabilize import METHODS, StabilizeConfig, stabilize
@@ -17,8 +17,8 @@ from walkreg.video import check_clip_pair, iter_frames, probe_video, write_video
 
 DESCRIPTION = (
     "Carry the edit's low frequencies along the source clip's correspondences (CRW walks with forward-backward "
-    "confidence by default) and keep each frame's high frequencies. --out is written atomically, replaces an "
-    "existing file of the same name, and may not be an input."
+    "confidence by default) and keep each frame's high frequencies. --out is written atomically, may not be an "
+    "input, and replaces an existing file only with --overwrite."
 )
 
 
@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=24.0,
         help="frame rate of the output when the edit is a frame folder (default: %(default)s)",
     )
+    add_overwrite_argument(parser)
 
 
 def check_out_path(out: str) -> None:
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     config = StabilizeConfig(method=args.method, strength=args.strength)
     check_out_path(args.out)
     atomic.check_outputs_differ({"--out": args.out}, {"--source": args.source, "--edited": args.edited})
+    atomic.check_outputs_new({"--out": args.out}, args.overwrite)
     num_frames = check_clip_pair(args.edited, args.source)
     if num_frames == 1:
         raise ValueError(f"`--edited` {args.edited!r} has 1 frame; stabilising needs at least 2.")

@@ -561,7 +561,9 @@ class Inputs:
             latent_channels=4,
             norm_num_groups=2,
         )
-        scheduler = DDIMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012, clip_sample=False)
+        scheduler = DDIMScheduler(
+            beta_schedule="linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1
+        )
         pipe = WalkRegVideoEditPipeline(
             vae=vae,
             text_encoder=text_encoder,
@@ -857,11 +859,53 @@ def build_cases(i: Inputs) -> list[Case]:
     add(
         "fail-keeps-existing",
         "score",
-        [i("frames_broken"), *rgb, "--json", "keep.json", "--report", "keep.html"],
+        [i("frames_broken"), *rgb, "--json", "keep.json", "--report", "keep.html", "--overwrite"],
         "error",
-        "a bad EDITED with outputs that exist already",
+        "a bad EDITED (broken third PNG) with --overwrite and outputs that exist already",
         prep=chain(write("keep.json", old), write("keep.html", old)),
         checks=(file_unchanged("keep.json", old), file_unchanged("keep.html", old)),
+    )
+    add(
+        "existing-refused",
+        "score",
+        [i("edit.mp4"), *rgb, "--json", "keep.json"],
+        "error",
+        "--json exists and --overwrite is not given",
+        prep=write("keep.json", old),
+        checks=(file_unchanged("keep.json", old),),
+    )
+    add(
+        "overwrite-ok",
+        "score",
+        [i("edit.mp4"), *rgb, "--json", "keep.json", "--overwrite"],
+        "ok",
+        "control: --overwrite replaces an existing --json",
+        prep=write("keep.json", old),
+        outputs=("keep.json",),
+    )
+    add(
+        "json-hardlink-overwrite",
+        "score",
+        ["c.mp4", *rgb, "--json", "hard.json", "--overwrite"],
+        "error",
+        "--json is a hard link to EDITED, with --overwrite",
+        prep=chain(local(("edit.mp4", "c.mp4")), hardlink("hard.json", "c.mp4")),
+    )
+    add(
+        "report-symlink-source-overwrite",
+        "score",
+        ["e.mp4", "--source", "s.mp4", *rgb, "--report", "link.html", "--overwrite"],
+        "error",
+        "--report is a symlink to --source, with --overwrite",
+        prep=chain(local(("edit.mp4", "e.mp4"), ("src.mp4", "s.mp4")), symlink("link.html", "s.mp4")),
+    )
+    add(
+        "json-folder-overwrite",
+        "score",
+        [i("edit.mp4"), *rgb, "--json", "outdir", "--overwrite"],
+        "error",
+        "--json is an existing folder, with --overwrite",
+        prep=write("outdir/keep.txt", "keep"),
     )
     add(
         "batch-ok",
@@ -1044,12 +1088,54 @@ def build_cases(i: Inputs) -> list[Case]:
     add(
         "fail-keeps-existing",
         "stabilize",
-        stab(i("frames_broken"), i("src_frames"), "keep.mp4", *rgb),
+        stab(i("frames_broken"), i("src_frames"), "keep.mp4", *rgb, "--overwrite"),
         "error",
-        "a bad --edited (broken third PNG) with an --out that exists",
+        "a bad --edited (broken third PNG) with --overwrite and an --out that exists",
         prep=write("keep.mp4", old),
         checks=(file_unchanged("keep.mp4", old),),
     )
+    add(
+        "existing-refused",
+        "stabilize",
+        stab(i("edit.mp4"), i("src.mp4"), "keep.mp4", *rgb),
+        "error",
+        "--out exists and --overwrite is not given",
+        prep=write("keep.mp4", old),
+        checks=(file_unchanged("keep.mp4", old),),
+    )
+    add(
+        "overwrite-ok",
+        "stabilize",
+        stab(i("edit.mp4"), i("src.mp4"), "keep.mp4", *rgb, "--overwrite"),
+        "ok",
+        "control: --overwrite replaces an existing --out",
+        prep=write("keep.mp4", old),
+        outputs=("keep.mp4",),
+        checks=(keeps_size("keep.mp4", 240, 428, 4),),
+    )
+    for case_id, out, why, prep in (
+        ("out-is-source-overwrite", "s.mp4", "--out is --source, with --overwrite", two),
+        ("out-dot-edited-overwrite", "./e.mp4", "--out is ./EDITED, with --overwrite", two),
+        (
+            "out-symlink-edited-overwrite",
+            "link.mp4",
+            "--out is a symlink to --edited, with --overwrite",
+            chain(two, symlink("link.mp4", "e.mp4")),
+        ),
+        (
+            "out-hardlink-source-overwrite",
+            "hard.mp4",
+            "--out is a hard link to --source, with --overwrite",
+            chain(two, hardlink("hard.mp4", "s.mp4")),
+        ),
+        (
+            "out-is-folder-overwrite",
+            "dir.mp4",
+            "--out is an existing folder named .mp4, with --overwrite",
+            chain(two, write("dir.mp4/keep.txt", "keep")),
+        ),
+    ):
+        add(case_id, "stabilize", stab("e.mp4", "s.mp4", out, *rgb, "--overwrite"), "error", why, prep=prep)
     add(
         "fail-new-folders",
         "stabilize",
@@ -1160,6 +1246,44 @@ def build_cases(i: Inputs) -> list[Case]:
         "--json is ./SOURCE",
         needs=sd,
         prep=local(("src.mp4", "s.mp4")),
+    )
+    add(
+        "out-is-source-overwrite",
+        "edit",
+        edit("s.mp4", "--overwrite", out="s.mp4"),
+        "error",
+        "--out is SOURCE, with --overwrite",
+        needs=sd,
+        prep=local(("src.mp4", "s.mp4")),
+    )
+    add(
+        "json-hardlink-source-overwrite",
+        "edit",
+        edit("s.mp4", "--json", "hard.json", "--overwrite"),
+        "error",
+        "--json is a hard link to SOURCE, with --overwrite",
+        needs=sd,
+        prep=chain(local(("src.mp4", "s.mp4")), hardlink("hard.json", "s.mp4")),
+    )
+    add(
+        "existing-refused",
+        "edit",
+        edit(i("src.mp4"), out="keep.mp4"),
+        "error",
+        "--out exists and --overwrite is not given",
+        needs=sd,
+        prep=write("keep.mp4", old),
+        checks=(file_unchanged("keep.mp4", old),),
+    )
+    add(
+        "fail-keeps-existing",
+        "edit",
+        edit(i("frames_broken"), "--max-frames", "4", "--overwrite", out="keep.mp4"),
+        "error",
+        "a bad SOURCE (broken third PNG) with --overwrite and an --out that exists",
+        needs=sd,
+        prep=write("keep.mp4", old),
+        checks=(file_unchanged("keep.mp4", old),),
     )
     add("out-avi", "edit", edit(i("src.mp4"), out="out.avi"), "error", "--out is .avi", needs=sd)
     add(
@@ -1891,6 +2015,16 @@ def markdown(results: list[Result], tmp: Path) -> str:
     return "\n".join(rows)
 
 
+def code_version() -> str:
+    """The repository's commit, with ``+dirty`` when the working tree differs from it (or ``unknown``)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=None, help="run only the cases whose id contains this substring")
@@ -1949,11 +2083,13 @@ def main() -> int:
         print(markdown(results, tmp))
         if shared_change:
             print(f"\nshared inputs changed during the campaign: {shared_change}")
-        print(f"\nheld {held} of {len(results)} cases")
+        print(f"\nwalkreg at {code_version()}")
+        print(f"held {held} of {len(results)} cases")
         if args.json:
             body = {
                 "schema": "walkreg.bad-inputs/1",
                 "python": sys.version.split()[0],
+                "walkreg_commit": code_version(),
                 "held": held,
                 "total": len(results),
                 "shared_inputs_changed": shared_change,

@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 from walkreg import atomic
-from walkreg.cli.common import add_device_argument, add_overwrite_argument, resolve_device
+from walkreg.cli.common import (
+    add_device_argument,
+    add_overwrite_argument,
+    finite_float,
+    positive_float,
+    resolve_device,
+)
 from walkreg.video import probe_video, read_video, write_video
 
 
@@ -42,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--strength",
-        type=float,
+        type=finite_float,
         default=0.6,
         help="img2img strength in (0, 1]: how much of each frame is re-synthesised (default: %(default)s)",
     )
@@ -53,17 +59,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="denoising steps of the full schedule, before strength cuts it (default: %(default)s)",
     )
     parser.add_argument(
-        "--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale (default: %(default)s)"
+        "--guidance-scale",
+        type=finite_float,
+        default=7.5,
+        help="classifier-free guidance scale (default: %(default)s)",
     )
     parser.add_argument(
         "--walkreg-weight",
-        type=float,
+        type=finite_float,
         default=0.5,
         help="latent propagation weight in [0, 1]; 0 is plain img2img (default: %(default)s)",
     )
     parser.add_argument(
         "--guidance-weight",
-        type=float,
+        type=finite_float,
         default=0.0,
         help="step size of the walk-back guidance; costly, 0 turns it off (default: %(default)s)",
     )
@@ -76,7 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="edit at most this many frames (default: all)")
     parser.add_argument("--stride", type=int, default=1, help="use every N-th source frame (default: %(default)s)")
     parser.add_argument(
-        "--fps", type=float, default=None, help="frame rate of the output (default: the source's, divided by --stride)"
+        "--fps",
+        type=positive_float,
+        default=None,
+        help="frame rate of the output (default: the source's, divided by --stride)",
     )
     add_device_argument(parser)
     add_overwrite_argument(parser)
@@ -129,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     atomic.check_outputs_new({"--out": out, "--json": args.json}, args.overwrite)
     if args.steps < 1:
         raise ValueError(f"`--steps` must be >= 1, but is {args.steps}.")
+    if not 0 < args.strength <= 1:
+        raise ValueError(f"`--strength` must be in (0, 1], but is {args.strength}.")
+    if args.guidance_weight < 0:
+        raise ValueError(f"`--guidance-weight` must be >= 0, but is {args.guidance_weight}.")
     size = _parse_size(args.size)
     info = probe_video(args.source)
     frames = read_video(args.source, stride=args.stride, max_frames=args.max_frames, size=size)
@@ -138,7 +154,12 @@ def run(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     encoder = _load_encoder(args.encoder, model)
-    pipe = WalkRegVideoEditPipeline.from_pretrained(model, crw_encoder=encoder).to(device)
+    try:
+        pipe = WalkRegVideoEditPipeline.from_pretrained(model, crw_encoder=encoder).to(device)
+    except (KeyError, AttributeError, TypeError, json.JSONDecodeError) as err:  # diffusers' errors on broken folders
+        raise ValueError(
+            f"`--model` {str(model)!r} is not a loadable diffusers directory: {type(err).__name__}: {err}"
+        ) from err
     pipe.set_progress_bar_config(
         disable=os.environ.get("WALKREG_NO_PROGRESS", "") not in ("", "0"), desc="denoising", leave=False
     )

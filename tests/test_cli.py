@@ -171,3 +171,64 @@ def test_an_existing_output_is_replaced_only_with_overwrite(clip_files, tmp_path
     score = ["score", str(out), "--source", str(clip_files / "src.mp4"), "--encoder", "rgb", "--json", str(json_out)]
     assert main(score) == 1 and json_out.read_text() == "{}"
     assert main([*score, "--overwrite"]) == 0 and json_out.read_text() != "{}"
+
+
+def test_hostile_command_lines_end_in_one_line_errors_that_name_the_command(clip_files, tmp_path, capsys):
+    import json as json_module
+
+    bad_encoder = tmp_path / "enc"
+    bad_encoder.mkdir()
+    (bad_encoder / "config.json").write_text("[1, 2]")
+    (bad_encoder / "model.safetensors").write_bytes(b"")
+    edit, src = str(clip_files / "edit.mp4"), str(clip_files / "src.mp4")
+    cases = [
+        (["env", "please"], 2, "walkreg env: error: unrecognized arguments: please"),
+        (["score", edit, "--temperature", "inf"], 2, "walkreg score: error: argument --temperature: must be a finite"),
+        (["stabilize", "--source", src, "--edited", edit, "--out", str(tmp_path / "o.mp4"), "--fps", "nan"], 2,
+         "walkreg stabilize: error: argument --fps: must be a finite number"),
+        (["score", edit, "--encoder", str(bad_encoder)], 1, "must hold a JSON object of settings, but holds a list"),
+        (["eval-davis", "--davis-root", str(tmp_path), "--out", str(tmp_path / "e"), "--baselines", "lab",
+          "--device", "cuda:0"], 1, "walkreg eval-davis: error:"),
+    ]  # fmt: skip
+    for args, code, message in cases:
+        try:
+            returned = main(args)
+        except SystemExit as usage_error:  # argparse exits by itself
+            returned = usage_error.code
+        assert returned == code, args
+        err = capsys.readouterr().err.strip()
+        assert message in err.splitlines()[-1], (args, err)
+        assert "Traceback" not in err
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text(json_module.dumps({"unet": ["diffusers", "UNet2DConditionModel"]}))
+    args = [
+        "edit",
+        src,
+        "--model",
+        str(model),
+        "--prompt",
+        "ink",
+        "--out",
+        str(tmp_path / "e.mp4"),
+        "--encoder",
+        "rgb",
+    ]
+    assert main(args) == 1
+    assert "walkreg edit: error:" in capsys.readouterr().err
+
+
+def test_the_demo_refuses_a_clip_it_would_overwrite_and_clips_too_small(tmp_path, capsys):
+    from walkreg.video import write_video
+
+    out = tmp_path / "out"
+    out.mkdir()
+    write_video(out / "source.mp4", torch.rand(3, 3, 32, 48), fps=8)
+    before = (out / "source.mp4").read_bytes()
+    assert main(["demo", "--clip", str(out / "source.mp4"), "--out", str(out), "--encoder", "rgb"]) == 1
+    assert "is the same file as `clip`" in capsys.readouterr().err
+    assert (out / "source.mp4").read_bytes() == before
+    write_video(tmp_path / "tiny.mp4", torch.rand(3, 3, 8, 8), fps=8)
+    assert main(["demo", "--clip", str(tmp_path / "tiny.mp4"), "--out", str(tmp_path / "d"), "--encoder", "rgb"]) == 1
+    assert "at least 9x9 pixels" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -305,3 +305,28 @@ def test_one_step_on_the_shared_videos_in_frame_mode(tmp_path):
         )
     )
     assert result.global_step == 1 and result.skipped_videos == 0
+
+
+def test_paths_that_would_write_into_the_data_or_never_validate_are_refused_before_anything_is_written(tmp_path):
+    videos = tmp_path / "videos"
+    shutil.copytree(CLIPS, videos)
+    before = sorted(p.name for p in videos.rglob("*"))
+    with pytest.raises(ValueError, match="`output_dir` .* is inside the training data"):
+        train(small_config(data=[str(videos)], output_dir=str(videos / "run")))
+    assert sorted(p.name for p in videos.rglob("*")) == before
+    _reset_accelerate()
+    with pytest.raises(ValueError, match="is not a DAVIS root"):
+        train(
+            small_config(output_dir=str(tmp_path / "run"), validation_data=str(tmp_path / "nope"), validation_steps=1)
+        )
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_from_a_damaged_checkpoint_is_one_clear_error(tmp_path):
+    train(small_config(output_dir=str(tmp_path / "run"), max_train_steps=1))
+    weights = next((tmp_path / "run" / "checkpoint-1").glob("model*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    _reset_accelerate()
+    resumed = small_config(output_dir=str(tmp_path / "run"), max_train_steps=2, resume_from_checkpoint="latest")
+    with pytest.raises(ValueError, match="`resume_from_checkpoint` .*checkpoint-1.* cannot be loaded"):
+        train(resumed)

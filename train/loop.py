@@ -27,6 +27,7 @@ from walkreg import atomic
 from walkreg.encoder import CRWEncoder
 from walkreg.loss import walk_back_loss
 from walkreg.progress import progress
+from walkreg.video import davis_sequences
 
 from . import checkpoints
 from .config import TrainConfig
@@ -177,7 +178,10 @@ def _resume(accelerator: Accelerator, config: TrainConfig, metrics_file: Path) -
     if checkpoint is not None:
         if not config.trust_checkpoint:
             checkpoints.check_safe_to_load(checkpoint)
-        accelerator.load_state(str(checkpoint))
+        try:
+            accelerator.load_state(str(checkpoint))
+        except Exception as err:  # safetensors, torch and accelerate raise their own types for damaged files
+            raise ValueError(f"`resume_from_checkpoint` {str(checkpoint)!r} cannot be loaded: {err}") from err
         step = checkpoints.read_state(checkpoint)["global_step"]
         logger.info("Resumed from %s at step %d.", checkpoint, step)
     else:
@@ -217,11 +221,28 @@ def train(config: TrainConfig) -> TrainResult:
     return result
 
 
+def _check_paths(config: TrainConfig) -> None:
+    """Refuse, before anything is written, an ``output_dir`` that would write into the training videos' folders,
+    and ``validation_data`` that is not a DAVIS root."""
+    output_dir = Path(config.output_dir).resolve()
+    for source in config.data:
+        folder = Path(source).resolve()
+        if folder.is_dir() and (output_dir == folder or folder in output_dir.parents):
+            raise ValueError(
+                f"`output_dir` {config.output_dir!r} is inside the training data {source!r}: checkpoints would be "
+                "written among the videos; choose a folder outside the data."
+            )
+    if config.validation_data:
+        davis_sequences(config.validation_data, config.validation_resolution)  # raises when it is no DAVIS root
+
+
 def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> None:
     """The body of :func:`train`: data, model, resume, loop, final encoder; fills ``result`` step by step."""
     output_dir = Path(config.output_dir)
     main = accelerator.is_main_process
     set_seed(config.seed)
+
+    _check_paths(config)
 
     # 1. Data: the index is built by the main process first and read from its cache by the others.
     with accelerator.main_process_first():

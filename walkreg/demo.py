@@ -18,11 +18,12 @@ import torch
 
 from walkreg import atomic
 from walkreg.features import CachedFeatures, create_features
+from walkreg.flow import DIS_MIN_SIZE
 from walkreg.progress import progress
 from walkreg.report import render_report
 from walkreg.scoring import PREVIEW_FRAMES, SCHEMA, WORST_PAIRS, ScoreConfig, ScoreOutput, score_clips
 from walkreg.stabilize import StabilizeConfig, stabilize
-from walkreg.video import probe_video, read_video, write_video
+from walkreg.video import check_frame_size, probe_video, read_video, write_video
 
 
 DEMO_CLIP = Path(__file__).parent / "assets" / "demo.mp4"
@@ -89,14 +90,16 @@ def run_demo(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out` must be a folder, but {str(out)!r} is a file.")
+    written_names = ("source.mp4", "per_frame_edit.mp4", "walkreg.mp4", "side_by_side.mp4", "scores.json")
+    atomic.check_outputs_differ({f"out/{name}": out / name for name in written_names}, {"clip": clip})
+    check_frame_size("`clip`", clip, probe_video(clip))
     clip_frames = read_video(clip, max_frames=frames)
     if clip_frames.shape[0] < 2:
         raise ValueError(f"`clip` {str(clip)!r} needs at least 2 frames, but has {clip_frames.shape[0]}.")
     fps = probe_video(clip).fps or 15.0
     encoder = CachedFeatures(create_features(encoder_name))  # the source is stabilised, then scored
-    config = ScoreConfig(
-        include_flow=importlib.util.find_spec("cv2") is not None, num_worst=WORST_PAIRS, preview_frames=PREVIEW_FRAMES
-    )
+    with_flow = importlib.util.find_spec("cv2") is not None and max(clip_frames.shape[-2:]) >= DIS_MIN_SIZE
+    config = ScoreConfig(include_flow=with_flow, num_worst=WORST_PAIRS, preview_frames=PREVIEW_FRAMES)
     with atomic.output_set() as outputs:
 
         def written(name: str, video: torch.Tensor) -> torch.Tensor:

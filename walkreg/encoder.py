@@ -13,6 +13,8 @@ and the head is ``head``, so checkpoints of the official code map onto this modu
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -310,6 +312,8 @@ class CRWEncoder(
             raise FileNotFoundError(
                 f"`pretrained_model_name_or_path` must be an encoder directory, but {path!r} is not one."
             )
+        if local:
+            _check_config_file(Path(path) / "config.json")
         return super().from_pretrained(path, **kwargs)
 
     @classmethod
@@ -334,6 +338,23 @@ class CRWEncoder(
             raise ValueError(f"Cannot read encoder weights {weights!r}: {err}") from err
         load_state_dict_strict(model, state, source=model_id, strict=strict)
         return model.eval()
+
+
+def _check_config_file(path: Path) -> None:
+    """Refuse an encoder directory whose ``config.json`` is missing, unreadable or not the encoder's settings."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Encoder directory {str(path.parent)!r} has no config.json.")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"The encoder's {str(path)!r} is not valid JSON: {err}") from err
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"The encoder's {str(path)!r} must hold a JSON object of settings, but holds a {type(config).__name__}."
+        )
+    unknown = sorted(set(config) - set(inspect.signature(CRWEncoder.__init__).parameters))
+    if unknown:
+        raise ValueError(f"The encoder's {str(path)!r} has settings CRWEncoder does not take: {', '.join(unknown)}.")
 
 
 def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, strict: bool = True) -> None:

@@ -12,6 +12,9 @@ import torch
 import torch.nn.functional as F
 
 
+DIS_MIN_SIZE = 12  # OpenCV's DIS flow needs frames at least this many pixels wide or high
+
+
 def _cv2():
     try:
         import cv2
@@ -28,6 +31,11 @@ def _grey(frame: torch.Tensor) -> np.ndarray:
 def dis_flow(frame_a: torch.Tensor, frame_b: torch.Tensor) -> torch.Tensor:
     """OpenCV DIS flow (medium preset) from ``frame_a`` to ``frame_b`` (``(3, H, W)``): ``(2, H, W)`` with
     ``frame_a[y, x] ~ frame_b[y + flow[1], x + flow[0]]``."""
+    if max(frame_a.shape[-2:]) < DIS_MIN_SIZE:
+        raise ValueError(
+            f"DIS optical flow needs frames at least {DIS_MIN_SIZE} pixels wide or high, but they are "
+            f"{tuple(frame_a.shape[-2:])}."
+        )
     cv2 = _cv2()
     flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(_grey(frame_a), _grey(frame_b), None)
     return torch.from_numpy(flow).permute(2, 0, 1)

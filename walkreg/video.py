@@ -197,8 +197,8 @@ def write_video(
         frames: ``(T, 3, H, W)`` float in [0, 1] or uint8, or an iterable of ``(3, H, W)`` frames (streamed).
         fps: frame rate; ``crf``: x264 quality (lower is better, 18 is visually lossless).
     """
-    if not fps > 0:
-        raise ValueError(f"`fps` must be > 0, but is {fps}.")
+    if not 0 < fps < float("inf"):
+        raise ValueError(f"`fps` must be a finite number > 0, but is {fps}.")
     chunks = [frames] if isinstance(frames, (torch.Tensor, np.ndarray)) else (f[None] for f in frames)
 
     def write(tmp: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 ENCODER_HELP = (
@@ -10,6 +11,22 @@ ENCODER_HELP = (
     "encoder bundled with walkreg), 'random-resnet18' or 'random-resnet18-small' (untrained, seed 0), 'lab' (raw "
     "Lab pixels of each 8x8 cell) or 'rgb' (raw RGB pixels of each cell, mean-centred) (default: %(default)s)"
 )
+
+
+def finite_float(text: str) -> float:
+    """argparse ``type`` for a real number: refuses ``nan`` and ``inf`` (which ``float`` accepts)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, but is {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse ``type`` for a finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, but is {text!r}")
+    return value
 
 
 def add_encoder_argument(parser: argparse.ArgumentParser, default: str | None = "default") -> None:
@@ -35,4 +52,12 @@ def resolve_device(name: str | None):
     """The torch device ``--device`` names (see :func:`add_device_argument`)."""
     import torch
 
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        raise ValueError(f"`--device` must be a torch device such as cpu or cuda:0, but is {name!r}.") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`--device` {name!r} is not available: this torch sees no CUDA GPU.")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"`--device` {name!r} is not available: {torch.cuda.device_count()} CUDA GPU(s) are visible.")
+    return device

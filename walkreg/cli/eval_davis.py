@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from walkreg.atomic import fill_new_directory
-from walkreg.cli.common import add_device_argument, resolve_device
+from walkreg.cli.common import add_device_argument, finite_float, resolve_device
 from walkreg.evaluation import (
     FeatureExtractor,
     MethodResult,
@@ -77,13 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--radius",
-        type=float,
+        type=finite_float,
         default=defaults.radius,
         help="how far a label may move between frames, in 8x8 cells (default: %(default)s)",
     )
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=finite_float,
         default=defaults.temperature,
         help="softmax temperature of the affinities (default: %(default)s)",
     )

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from walkreg import atomic
-from walkreg.cli.common import add_encoder_argument, add_overwrite_argument
+from walkreg.cli.common import add_encoder_argument, add_overwrite_argument, finite_float
 from walkreg.features import create_features
 from walkreg.progress import progress
 from walkreg.scoring import BATCH_SCHEMA, PREVIEW_FRAMES, WORST_PAIRS, ScoreConfig, score_files
@@ -54,13 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=finite_float,
         default=defaults.temperature,
         help="softmax temperature of the transitions; lower is sharper (default: %(default)s)",
     )
     parser.add_argument(
         "--radius",
-        type=float,
+        type=finite_float,
         default=defaults.radius,
         help="how far one step may reach, in 8x8 cells (default: %(default)s)",
     )
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--colour-scale",
-        type=float,
+        type=finite_float,
         default=defaults.colour_scale,
         help="colour difference (mean absolute, 0-1 scale) that costs a factor e of score (default: %(default)s)",
     )

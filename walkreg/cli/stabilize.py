@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from walkreg import atomic
-from walkreg.cli.common import add_encoder_argument, add_overwrite_argument
+from walkreg.cli.common import add_encoder_argument, add_overwrite_argument, finite_float, positive_float
 from walkreg.features import create_features
 from walkreg.progress import progress
 from walkreg.stabilize import METHODS, StabilizeConfig, stabilize
@@ -39,14 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--strength",
-        type=float,
+        type=finite_float,
         default=defaults.strength,
         help="weight of the carried low band where the correspondence is confident, in [0, 1); "
         "higher is steadier (default: %(default)s)",
     )
     parser.add_argument(
         "--fps",
-        type=float,
+        type=positive_float,
         default=24.0,
         help="frame rate of the output when the edit is a frame folder (default: %(default)s)",
     )

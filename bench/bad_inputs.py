@@ -2036,6 +2036,7 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="walkreg-bad-inputs-"))
     env = subprocess_env()
+    version = code_version()
     try:
         started = time.perf_counter()
         inputs = Inputs(tmp)
@@ -2083,13 +2084,17 @@ def main() -> int:
         print(markdown(results, tmp))
         if shared_change:
             print(f"\nshared inputs changed during the campaign: {shared_change}")
-        print(f"\nwalkreg at {code_version()}")
+        changed_code = code_version() != version
+        if changed_code:
+            print(f"\nwalkreg changed during the run ({version} -> {code_version()}): the results mix both")
+        print(f"\nwalkreg at {version}")
         print(f"held {held} of {len(results)} cases")
         if args.json:
             body = {
                 "schema": "walkreg.bad-inputs/1",
                 "python": sys.version.split()[0],
-                "walkreg_commit": code_version(),
+                "walkreg_commit": version,
+                "walkreg_commit_at_end": code_version(),
                 "held": held,
                 "total": len(results),
                 "shared_inputs_changed": shared_change,

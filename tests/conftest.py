@@ -10,6 +10,21 @@ os.environ.setdefault("WALKREG_NO_PROGRESS", "1")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """Each training run builds its own Accelerator; one thread avoids oversubscribing the shared CPU."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    torch.set_num_threads(threads)
+
+
 def run_slow() -> bool:
     value = os.environ.get("WALKREG_RUN_SLOW", "")
     if value not in ("", "0", "1"):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState, GradientState
 from testing_utils import CLIPS, FIXTURES
 
 from walkreg.cli import build_parser, main
@@ -22,19 +21,6 @@ from walkreg.train.config import PATH_FIELDS, TrainConfig, field_docs
 ROOT = FIXTURES.parents[1]
 SHARED = ROOT.parent / "shared"  # the example configs' "../shared/data" from the repository root
 EXAMPLES = sorted((ROOT / "examples" / "configs").glob("*.json"))
-
-
-@pytest.fixture
-def fresh_accelerate_state():
-    """A training run builds its own Accelerator; one thread avoids oversubscribing the shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    torch.set_num_threads(threads)
 
 
 # 1. Types and ranges.
@@ -275,7 +261,6 @@ def test_smoke_config_runs_from_another_folder(tmp_path, monkeypatch, capsys, fr
 
 
 def test_auto_precision_is_bf16_only_where_the_hardware_computes_it_natively(monkeypatch):
-    import torch
 
     from walkreg.train.precision import resolve_mixed_precision
 

@@ -27,6 +27,8 @@ from walkreg.video import check_frame_size, probe_video, read_video, write_video
 
 
 DEMO_CLIP = Path(__file__).parent / "assets" / "demo.mp4"
+DEMO_OUTPUTS = ("source.mp4", "per_frame_edit.mp4", "walkreg.mp4", "side_by_side.mp4", "scores.json", "report.html",
+                "report_per_frame_edit.html")  # fmt: skip
 
 
 def posterize(frame: torch.Tensor, colours: int, generator: torch.Generator, iterations: int = 8) -> torch.Tensor:
@@ -90,13 +92,13 @@ def run_demo(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"`out` must be a folder, but {str(out)!r} is a file.")
-    written_names = ("source.mp4", "per_frame_edit.mp4", "walkreg.mp4", "side_by_side.mp4", "scores.json")
-    atomic.check_outputs_differ({f"out/{name}": out / name for name in written_names}, {"clip": clip})
-    check_frame_size("`clip`", clip, probe_video(clip))
+    atomic.check_outputs_differ({f"out/{name}": out / name for name in DEMO_OUTPUTS}, {"clip": clip})
+    info = probe_video(clip)
+    check_frame_size("`clip`", clip, info)
     clip_frames = read_video(clip, max_frames=frames)
     if clip_frames.shape[0] < 2:
         raise ValueError(f"`clip` {str(clip)!r} needs at least 2 frames, but has {clip_frames.shape[0]}.")
-    fps = probe_video(clip).fps or 15.0
+    fps = info.fps or 15.0
     encoder = CachedFeatures(create_features(encoder_name))  # the source is stabilised, then scored
     with_flow = importlib.util.find_spec("cv2") is not None and max(clip_frames.shape[-2:]) >= DIS_MIN_SIZE
     config = ScoreConfig(include_flow=with_flow, num_worst=WORST_PAIRS, preview_frames=PREVIEW_FRAMES)

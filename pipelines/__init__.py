@@ -4,8 +4,8 @@
 from importlib import import_module
 
 
-# Exports load on first use, so ``walkreg.pipelines.cli`` (imported by every ``walkreg`` command to register
-# ``walkreg edit``) does not import Diffusers.
+# Exports load on first use, so ``walkreg.pipelines.cli`` (imported for ``walkreg edit``) parses its arguments
+# before Diffusers is imported.
 _EXPORTS = {
     "CorrespondenceCache": "correspondence",
     "CorrespondenceConfig": "correspondence",

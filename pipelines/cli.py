@@ -128,8 +128,6 @@ def run(args: argparse.Namespace) -> int:
 
     from walkreg.progress import progress
 
-    from .pipeline_walkreg_video_edit import WalkRegVideoEditPipeline
-
     model, out = Path(args.model), Path(args.out)
     if not (model / "model_index.json").is_file():
         raise ValueError(
@@ -154,6 +152,8 @@ def run(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     encoder = _load_encoder(args.encoder, model)
+    from .pipeline_walkreg_video_edit import WalkRegVideoEditPipeline  # Diffusers: only once the arguments hold
+
     try:
         pipe = WalkRegVideoEditPipeline.from_pretrained(model, crw_encoder=encoder).to(device)
     except (KeyError, AttributeError, TypeError, json.JSONDecodeError) as err:  # diffusers' errors on broken folders

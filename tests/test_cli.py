@@ -86,60 +86,25 @@ def clip_files(tmp_path_factory):
     return folder
 
 
+STABILIZE = "stabilize --source {d}/src.mp4 --edited {d}/edit.mp4 --encoder rgb"
+
+
 @pytest.mark.parametrize(
-    "make_args, clobbered",
+    "command, clobbered",
     [
-        (lambda d: ["score", str(d / "edit.mp4"), "--encoder", "rgb", "--json", str(d / "edit.mp4")], "edit.mp4"),
-        (
-            lambda d: [
-                "score",
-                str(d / "edit.mp4"),
-                "--source",
-                str(d / "src.mp4"),
-                "--encoder",
-                "rgb",
-                "--report",
-                str(d / "sub" / ".." / "src.mp4"),
-            ],
-            "src.mp4",
-        ),
-        (
-            lambda d: [
-                "stabilize",
-                "--source",
-                str(d / "src.mp4"),
-                "--edited",
-                str(d / "edit.mp4"),
-                "--encoder",
-                "rgb",
-                "--out",
-                str(d / "edit.mp4"),
-            ],
-            "edit.mp4",
-        ),
-        (
-            lambda d: [
-                "stabilize",
-                "--source",
-                str(d / "src.mp4"),
-                "--edited",
-                str(d / "edit.mp4"),
-                "--encoder",
-                "rgb",
-                "--out",
-                str(d / "link.mp4"),
-            ],
-            "src.mp4",
-        ),
+        ("score {d}/edit.mp4 --encoder rgb --json {d}/edit.mp4", "edit.mp4"),
+        ("score {d}/edit.mp4 --source {d}/src.mp4 --encoder rgb --report {d}/sub/../src.mp4", "src.mp4"),
+        (STABILIZE + " --out {d}/edit.mp4", "edit.mp4"),
+        (STABILIZE + " --out {d}/link.mp4", "src.mp4"),  # a symbolic link to the source
     ],
 )
-def test_an_output_that_is_an_input_is_refused_and_the_input_kept(clip_files, tmp_path, capsys, make_args, clobbered):
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(clip_files, tmp_path, capsys, command, clobbered):
     folder = tmp_path / "clips"
     shutil.copytree(clip_files, folder)
     (folder / "sub").mkdir()
     (folder / "link.mp4").symlink_to(folder / "src.mp4")
     before = (folder / clobbered).read_bytes()
-    assert main(make_args(folder)) == 1
+    assert main([part.format(d=folder) for part in command.split()]) == 1
     err = capsys.readouterr().err.strip()
     assert "is the same file as" in err and "\n" not in err
     assert (folder / clobbered).read_bytes() == before

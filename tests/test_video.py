@@ -58,7 +58,7 @@ def test_clip_pair_refuses_frames_below_the_minimum_size(tmp_path):
         with pytest.raises(ValueError, match=rf"tiny.mp4' is {width}x{height}, but frames must be at least 9x9"):
             video.check_clip_pair(tmp_path / "tiny.mp4", None)
     video.write_video(tmp_path / "small.mp4", torch.rand(2, 3, 9, 9))
-    assert video.check_clip_pair(tmp_path / "small.mp4", tmp_path / "small.mp4") == 2
+    assert video.check_clip_pair(tmp_path / "small.mp4", tmp_path / "small.mp4").num_frames == 2
 
 
 def test_frame_folder_round_trip_is_exact(tmp_path):

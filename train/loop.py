@@ -137,15 +137,6 @@ def _new_paths(config: TrainConfig) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _remove_new_paths(paths: list[Path]) -> None:
-    """Delete what :func:`_new_paths` listed, as far as it exists now."""
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.exists():
-            path.unlink(missing_ok=True)
-
-
 def _drop_metrics_after(metrics_file: Path, step: int) -> None:
     """Rewrite ``metrics_file`` (atomically) without its lines of steps after ``step`` and its unreadable lines.
 
@@ -216,7 +207,8 @@ def train(config: TrainConfig) -> TrainResult:
         _run(accelerator, config, result)
     except Exception:
         if accelerator.is_main_process and not result.losses:
-            _remove_new_paths(new_paths)
+            for path in new_paths:
+                atomic.remove(path)
         raise
     return result
 

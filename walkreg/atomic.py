@@ -69,10 +69,10 @@ def clean_leftovers(target: PathLike) -> None:
         if kind == "stale" and not target.exists():
             os.rename(path, target)
         else:
-            _remove(path)
+            remove(path)
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
     """Delete ``path`` (a file, link or directory tree) if it exists; errors are ignored."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -115,7 +115,7 @@ def replace_atomically(target: PathLike, write: Callable[[Path], None]) -> None:
         write(tmp)
         os.replace(tmp, target)
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         _remove_empty(created)
         raise
 
@@ -145,7 +145,7 @@ def swap_directory(source: PathLike, target: PathLike) -> None:
     except BaseException:
         os.rename(stale, target)
         raise
-    _remove(stale)
+    remove(stale)
 
 
 def _build_directory(target: Path, write: Callable[[Path], T], move: Callable[[Path, Path], None]) -> T:
@@ -162,7 +162,7 @@ def _build_directory(target: Path, write: Callable[[Path], T], move: Callable[[P
         move(tmp, target)
         return result
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         _remove_empty(created)
         raise
 
@@ -242,7 +242,7 @@ class OutputSet:
     def _discard(self) -> None:
         """Remove every temporary and the folders made for them; no target is touched."""
         for tmp, _ in self._pending:
-            _remove(tmp)
+            remove(tmp)
         self._pending.clear()
         _remove_empty(self._created)
 

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from walkreg.cells import cell_colours, cell_values
 from walkreg.flow import guide_flow, warp_error
 from walkreg.progress import progress
-from walkreg.video import check_clip_pair, iter_frames, probe_video
+from walkreg.video import check_clip_pair, iter_frames
 from walkreg.walks import SparseTransitions, WalkConfig, home_mass, leaky
 
 
@@ -381,7 +381,8 @@ def score_files(
     Returns the JSON body (schema ``walkreg.score/1``: paths, encoder, fps, config and :meth:`ScoreOutput.to_dict`)
     and the :class:`ScoreOutput`.
     """
-    num_frames = check_clip_pair(edited, source)
+    info = check_clip_pair(edited, source)
+    num_frames = info.num_frames or None
     if num_frames == 1:
         raise ValueError(f"`edited` {str(edited)!r} has 1 frame; scoring needs at least 2.")
     src_frames = iter_frames(source) if source is not None else None
@@ -393,7 +394,7 @@ def score_files(
         "edited": str(edited),
         "source": str(source) if source else None,
         "encoder": encoder_name,
-        "fps": probe_video(edited).fps,
+        "fps": info.fps,
         "config": asdict(config),
         **out.to_dict(),
     }

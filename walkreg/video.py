@@ -11,7 +11,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -360,16 +360,17 @@ def check_frame_size(name: str, path: str | os.PathLike, info: VideoInfo) -> Non
         )
 
 
-def check_clip_pair(edited: str | os.PathLike, source: str | os.PathLike | None) -> int | None:
+def check_clip_pair(edited: str | os.PathLike, source: str | os.PathLike | None) -> VideoInfo:
     """Probe both clips and raise ``ValueError`` unless their frame counts, sizes and frame rates agree and the
     frames are at least :data:`MIN_FRAME_SIZE` pixels on each side.
 
-    Returns the frame count the containers declare (``None`` where one does not say).
+    Returns ``edited``'s :class:`VideoInfo`, its frame count taken from ``source`` where only the source's container
+    declares one (0 where neither does).
     """
     info = probe_video(edited)
     check_frame_size("`edited`", edited, info)
     if source is None:
-        return info.num_frames or None
+        return info
     src = probe_video(source)
     if (src.height, src.width) != (info.height, info.width):
         raise ValueError(
@@ -385,4 +386,4 @@ def check_clip_pair(edited: str | os.PathLike, source: str | os.PathLike | None)
         raise ValueError(
             f"`--source` runs at {src.fps:g} fps but `edited` at {info.fps:g} fps; both must have the same frame rate."
         )
-    return info.num_frames or src.num_frames or None
+    return replace(info, num_frames=info.num_frames or src.num_frames)

@@ -12,7 +12,7 @@ from walkreg.cli.common import add_encoder_argument, add_overwrite_argument, fin
 from walkreg.features import create_features
 from walkreg.progress import progress
 from walkreg.stabilize import METHODS, StabilizeConfig, stabilize
-from walkreg.video import check_clip_pair, iter_frames, probe_video, write_video
+from walkreg.video import check_clip_pair, iter_frames, write_video
 
 
 DESCRIPTION = (
@@ -75,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
     check_out_path(args.out)
     atomic.check_outputs_differ({"--out": args.out}, {"--source": args.source, "--edited": args.edited})
     atomic.check_outputs_new({"--out": args.out}, args.overwrite)
-    num_frames = check_clip_pair(args.edited, args.source)
+    info = check_clip_pair(args.edited, args.source)
+    num_frames = info.num_frames or None
     if num_frames == 1:
         raise ValueError(f"`--edited` {args.edited!r} has 1 frame; stabilising needs at least 2.")
     encoder = create_features(args.encoder) if config.method == "crw" else None
-    fps = probe_video(args.edited).fps or args.fps
+    fps = info.fps or args.fps
     frames = stabilize(iter_frames(args.source), iter_frames(args.edited), encoder, config)
     write_video(args.out, progress(frames, desc=f"stabilize ({config.method})", total=num_frames), fps=fps)
     sys.stdout.write(f"wrote {args.out}\n")

@@ -43,6 +43,23 @@ def test_batch_equals_single_and_streaming():
     assert_tensors_close(streamed, both[:1], atol=1e-5)
 
 
+def test_inference_entry_points_use_running_statistics_and_leave_them_unchanged():
+    encoder = CRWEncoder(arch="resnet18-small")
+    assert not encoder.training  # a new encoder is an inference model, as a loaded one is
+    stats = {k: v.clone() for k, v in encoder.state_dict().items() if "running" in k}
+    clip = torch.rand(1, 3, 3, 48, 64)
+    reference = encoder(clip)
+    batch_stats = encoder.train()(clip)
+    assert (batch_stats - reference).abs().max() > 1e-3  # train mode would give other features
+    encoder.load_state_dict({**encoder.state_dict(), **stats})
+    streamed = torch.stack(list(encoder.iter_features(clip[0], chunk_size=2)), dim=2)
+    assert encoder.training  # the mode is restored
+    assert_tensors_close(streamed, reference, atol=1e-5)
+    encoder.eval()(clip)
+    assert all(torch.equal(encoder.state_dict()[k], v) for k, v in stats.items())
+    assert encoder.for_inference().for_training().training is False
+
+
 def test_node_embeddings_are_trunk_mean_head():
     encoder = tiny_encoder()
     patches = torch.randn(2, 3, 5, 3, 32, 32)

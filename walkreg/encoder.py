@@ -123,6 +123,10 @@ class CRWEncoder(
             ``layer3``).
 
     Every argument is written to ``config.json`` by ``save_pretrained`` and restored by ``from_pretrained``.
+
+    A new encoder is in eval mode, like a loaded one: ``CRWEncoder()(frames)`` uses BatchNorm's running statistics
+    and leaves them unchanged. Call ``.train()`` to train it (the trainer does); :meth:`iter_features` computes in
+    eval mode even then.
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class CRWEncoder(
         self.head = nn.Linear(widths[-1], embed_dim) if with_training_layers else None
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.eval()
 
     stride = STRIDE  # pixels per feature cell, in both directions
 
@@ -196,18 +201,29 @@ class CRWEncoder(
 
         Yields:
             ``(1, C, ceil(H/8), ceil(W/8))`` L2-normalised features per frame, in order, on the encoder's device.
+            They are eval-mode features (BatchNorm running statistics) even while the encoder is in train mode;
+            the mode is restored afterwards.
         """
         if chunk_size < 1:
             raise ValueError(f"`chunk_size` must be >= 1, but is {chunk_size}.")
         device = self.mean.device
         batch: list[torch.Tensor] = []
+
+        def features() -> tuple[torch.Tensor, ...]:
+            training = self.training
+            self.eval()
+            try:
+                return self(torch.stack(batch).to(device)[None]).unbind(2)
+            finally:
+                self.train(training)
+
         for frame in frames:
             batch.append(frame)
             if len(batch) == chunk_size:
-                yield from self(torch.stack(batch).to(device)[None]).unbind(2)
+                yield from features()
                 batch = []
         if batch:
-            yield from self(torch.stack(batch).to(device)[None]).unbind(2)
+            yield from features()
 
     def node_embeddings(self, patches: torch.Tensor) -> torch.Tensor:
         """Training-time node embeddings, as the paper computes them.
@@ -275,14 +291,14 @@ class CRWEncoder(
         return copy.to(dtype=dtype).eval() if dtype is not None else copy.eval()
 
     def for_training(self) -> CRWEncoder:
-        """This encoder if it has ``layer4`` and the node head; for an inference-only export, a full copy whose trunk
-        up to ``layer3`` holds these weights and whose ``layer4`` and head are freshly initialised (in train mode)."""
+        """This encoder if it has ``layer4`` and the node head; for an inference-only export, a full copy (in this
+        encoder's mode) whose trunk up to ``layer3`` holds these weights and whose ``layer4`` and head are fresh."""
         if self.with_training_layers:
             return self
         copy = type(self)(**self._config())
         missing, unexpected = copy.load_state_dict(self.state_dict(), strict=False)
         assert not unexpected and all(k.startswith(("trunk.layer4.", "head.")) for k in missing)
-        return copy.to(self.mean.device)
+        return copy.to(self.mean.device).train(self.training)
 
     # -- serialisation ------------------------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:

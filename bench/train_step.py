@@ -50,7 +50,9 @@ def make_inputs(arch: str, path: Path, batch_size: int) -> None:
     encoder = CRWEncoder(arch=arch)
     frames = read_video(ROOT / "tests" / "fixtures" / "clips" / "cups.mp4", max_frames=4 * batch_size, size=(256, 455))
     config = TrainConfig()
-    clips = torch.stack([augment_clip(frames[4 * i : 4 * i + 4], config, random.Random(i)) for i in range(batch_size)])
+    clips = torch.stack(
+        [augment_clip(frames[4 * i : 4 * i + 4], config, random.Random(i))["clip"] for i in range(batch_size)]
+    )
     torch.save({"arch": arch, "state": encoder.state_dict(), "clips": clips}, path)
 
 

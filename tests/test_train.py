@@ -320,3 +320,22 @@ def test_resume_from_a_damaged_checkpoint_is_one_clear_error(tmp_path):
     resumed = small_config(output_dir=str(tmp_path / "run"), max_train_steps=2, resume_from_checkpoint="latest")
     with pytest.raises(ValueError, match="`resume_from_checkpoint` .*checkpoint-1.* cannot be loaded"):
         train(resumed)
+
+
+@pytest.mark.parametrize("node_mode", ["frame", "grid"])
+def test_known_motion_training_logs_and_lowers_the_motion_loss(tmp_path, node_mode):
+    config = small_config(
+        output_dir=str(tmp_path / "run"),
+        node_mode=node_mode,
+        synthetic_fraction=1.0,
+        flow_teacher=True,
+        motion_loss_weight=1.0,
+        learning_rate=1e-3,
+        max_train_steps=8,
+        logging_steps=1,
+    )
+    result = train(config)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    motion = [line["train/motion_loss"] for line in lines]
+    assert len(motion) == 8 and all(0 < m < 20 for m in motion) and len(result.losses) == 8
+    assert sum(motion[-3:]) < sum(motion[:3])  # the supervised transitions are learned

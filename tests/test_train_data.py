@@ -90,15 +90,15 @@ def test_read_clip_with_seeking_equals_sequential_decoding(name):
 def test_grid_augmentation_layout_and_normalisation():
     config = small_config(frame_size=256, patch_size=64, patch_stride=32)
     frames = read_video(CLIPS / "cups.mp4", max_frames=4, size=(256, 455))
-    clip = augment_clip(frames, config, random.Random(0))
+    clip = augment_clip(frames, config, random.Random(0))["clip"]
     assert clip.shape == (4, 49, 3, 64, 64)
-    assert torch.equal(clip, augment_clip(frames, config, random.Random(0)))
-    assert not torch.equal(clip, augment_clip(frames, config, random.Random(1)))
+    assert torch.equal(clip, augment_clip(frames, config, random.Random(0))["clip"])
+    assert not torch.equal(clip, augment_clip(frames, config, random.Random(1))["clip"])
     # a constant frame stays constant, and normalisation uses the CIFAR mean
-    flat = augment_clip(torch.full((4, 3, 100, 120), CIFAR_MEAN[0]), config, random.Random(0))
+    flat = augment_clip(torch.full((4, 3, 100, 120), CIFAR_MEAN[0]), config, random.Random(0))["clip"]
     assert flat[:, :, 0].abs().max() < 1e-5
 
-    frame_mode = augment_clip(frames, small_config(node_mode="frame"), random.Random(0))
+    frame_mode = augment_clip(frames, small_config(node_mode="frame"), random.Random(0))["clip"]
     assert frame_mode.shape == (4, 3, 64, 64)
 
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from walkreg.encoder import CIFAR_MEAN, CIFAR_STD
 
+from .motion import cell_targets, synthetic_clip, teacher_motion
+
 
 _MEAN = torch.tensor(CIFAR_MEAN).view(3, 1, 1)
 _STD = torch.tensor(CIFAR_STD).view(3, 1, 1)
@@ -81,22 +83,50 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - _MEAN) / _STD
 
 
-def augment_clip(frames: torch.Tensor, config, rng: random.Random) -> torch.Tensor:
-    """Training view of a clip.
+def augment_clip(frames: torch.Tensor, config, rng: random.Random) -> dict[str, torch.Tensor]:
+    """Training view of a clip, with its motion targets when ``config.known_motion``.
+
+    With probability ``config.synthetic_fraction`` the clip is replaced by a synthetic known-motion clip rendered from
+    its frames (:func:`~walkreg.train.motion.synthetic_clip`, no crops: the virtual camera moves); otherwise each frame
+    gets its own random resized crop, and with ``config.flow_teacher`` the crops' DIS flow gives the targets.
 
     Args:
         frames: ``(T, 3, H, W)`` float in [0, 1].
-        config: a :class:`~walkreg.train.config.TrainConfig` (crop and patch settings, ``node_mode``).
+        config: a :class:`~walkreg.train.config.TrainConfig` (crop and patch settings, ``node_mode``, known motion).
 
     Returns:
-        Grid mode: ``(T, N, 3, P, P)`` normalised patches. Frame mode: ``(T, 3, S, S)`` normalised frames.
+        ``{"clip": ...}``: grid mode ``(T, N, 3, P, P)`` normalised patches, frame mode ``(T, 3, S, S)`` normalised
+        frames. With known motion also ``targets`` ``(T-1, 2, S/8, S/8)`` and ``valid`` ``(T-1, S/8, S/8)`` (see
+        :func:`walkreg.loss.transition_loss`; no cell is valid in a clip without known motion), and in grid mode
+        ``frames`` ``(T, 3, S, S)``, the normalised whole frames the targets refer to.
     """
-    views = []
-    for frame in frames:
-        crop = crop_frame(frame, config.frame_size, config.frame_crop_scale, config.frame_crop_ratio, rng)
-        if config.node_mode == "grid":
-            crop = grid_patches(
-                crop, config.patch_size, config.patch_stride, config.patch_crop_scale, config.patch_crop_ratio, rng
-            )
-        views.append(crop)
-    return normalize(torch.stack(views))
+    synthetic = config.synthetic_fraction > 0 and rng.random() < config.synthetic_fraction
+    if synthetic:
+        rendered = synthetic_clip(frames, config.frame_size, rng)
+        crops = list(rendered.frames)
+    else:
+        crops = [
+            crop_frame(f, config.frame_size, config.frame_crop_scale, config.frame_crop_ratio, rng) for f in frames
+        ]
+    views = crops
+    if config.node_mode == "grid":
+        patch = (config.patch_size, config.patch_stride, config.patch_crop_scale, config.patch_crop_ratio)
+        views = [grid_patches(crop, *patch, rng) for crop in crops]
+    sample = {"clip": normalize(torch.stack(views))}
+    if not config.known_motion:
+        return sample
+    crops = torch.stack(crops)
+    if synthetic:
+        flow, visible = rendered.flow, rendered.visible
+    elif config.flow_teacher:
+        flow, visible = teacher_motion(crops)
+    else:
+        flow, visible = (
+            torch.zeros(len(crops) - 1, 2, *crops.shape[-2:]),
+            torch.zeros(len(crops) - 1, *crops.shape[-2:]),
+        )
+    targets, valid = zip(*(cell_targets(f, v.bool()) for f, v in zip(flow, visible, strict=True)), strict=True)
+    sample.update(targets=torch.stack(targets), valid=torch.stack(valid))
+    if config.node_mode == "grid":
+        sample["frames"] = normalize(crops)
+    return sample

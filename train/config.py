@@ -79,6 +79,15 @@ class TrainConfig:
         temperature: Temperature of the softmax that turns node affinities into walk transition probabilities.
         edge_dropout: Probability that each edge of the walk's transition graph is dropped.
 
+    Known motion (the supervised transition loss, :func:`walkreg.loss.transition_loss`, on the ``layer3`` features
+    that inference walks on, added to the walk-back loss):
+        synthetic_fraction: Fraction of clips replaced by synthetic known-motion clips, rendered from the drawn
+            clip's frames (a camera panning, zooming and rolling over one frame, textured layers moving over it,
+            lighting and blur changes; :func:`walkreg.synthetic.synthetic_sequence`), supervised by their true motion.
+        flow_teacher: Supervise the transitions of real clips with OpenCV DIS flow (forward-backward consistent
+            cells only) computed on the augmented frames; needs ``pip install 'walkreg[flow]'``.
+        motion_loss_weight: Weight of the supervised transition loss against the walk-back loss.
+
     Optimisation:
         batch_size: Clips per process per micro-batch.
         gradient_accumulation_steps: Micro-batches per optimizer update.
@@ -138,6 +147,9 @@ class TrainConfig:
     init_encoder: str | None = None
     temperature: float = 0.05
     edge_dropout: float = 0.1
+    synthetic_fraction: float = 0.0
+    flow_teacher: bool = False
+    motion_loss_weight: float = 1.0
     batch_size: int = 20
     gradient_accumulation_steps: int = 1
     learning_rate: float = 1e-4
@@ -207,6 +219,15 @@ class TrainConfig:
             raise ValueError(f"`temperature` must be > 0, but is {self.temperature}.")
         if not 0 <= self.edge_dropout < 1:
             raise ValueError(f"`edge_dropout` must be in [0, 1), but is {self.edge_dropout}.")
+        if not 0 <= self.synthetic_fraction <= 1 or self.motion_loss_weight < 0:
+            raise ValueError(
+                "`synthetic_fraction` must be in [0, 1] and `motion_loss_weight` >= 0, but are "
+                f"{self.synthetic_fraction} and {self.motion_loss_weight}."
+            )
+        if self.known_motion and self.frame_size % 8:
+            raise ValueError(
+                f"`frame_size` must be a multiple of 8 (the feature stride) to supervise motion, but is {self.frame_size}."
+            )
         if not self.learning_rate > 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError(
                 "`learning_rate` must be > 0 and `weight_decay`, `max_grad_norm` >= 0, but are "
@@ -223,6 +244,11 @@ class TrainConfig:
                 "`num_workers` and `validation_steps` must be >= 0 and `validation_max_frames` >= 2, but are "
                 f"{self.num_workers}, {self.validation_steps} and {self.validation_max_frames}."
             )
+
+    @property
+    def known_motion(self) -> bool:
+        """Whether clips carry motion targets (synthetic clips or the flow teacher)."""
+        return self.synthetic_fraction > 0 or self.flow_teacher
 
     @property
     def patches_per_side(self) -> int:

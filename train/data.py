@@ -282,7 +282,8 @@ class ClipDataset(torch.utils.data.Dataset):
     """Clips of indexed videos, keyed by ``(video, clip_start, seed)`` tuples from :class:`ClipSampler`.
 
     A sample is ``{"clip": tensor, "skipped": int}``: ``clip`` is ``(T, N, 3, P, P)`` patches (grid mode) or
-    ``(T, 3, S, S)`` frames (frame mode), normalised; ``skipped`` counts videos that failed to decode while
+    ``(T, 3, S, S)`` frames (frame mode), normalised, plus the motion targets of
+    :func:`~walkreg.train.augment.augment_clip` when the config asks for them; ``skipped`` counts videos that failed to decode while
     producing it (each failure is replaced by a clip of another video drawn from the same seed).
     """
 
@@ -366,10 +367,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 if start >= self.num_clips[video]:  # the video was cut to its decodable head after this was drawn
                     start = rng.randrange(self.num_clips[video])
                 try:
-                    return {
-                        "clip": augment_clip(self._clip_frames(video, start), self.config, rng),
-                        "skipped": skipped,
-                    }
+                    return {**augment_clip(self._clip_frames(video, start), self.config, rng), "skipped": skipped}
                 except VideoReadError as err:
                     decodable = getattr(err, "first_missing", 0)  # 0: the video cannot be opened at all
                     if self.keep_head(video, sum(i < decodable for i in self.frames[video]), err):
@@ -434,14 +432,18 @@ class ClipSampler(torch.utils.data.Sampler):
 
 
 def collate(samples: list[dict]) -> dict:
-    return {"clip": torch.stack([s["clip"] for s in samples]), "skipped": sum(s["skipped"] for s in samples)}
+    """Stack every tensor of the samples (``clip``, and ``targets``, ``valid``, ``frames`` with known motion) and
+    add up ``skipped``."""
+    batch = {key: torch.stack([s[key] for s in samples]) for key in samples[0] if key != "skipped"}
+    return {**batch, "skipped": sum(s["skipped"] for s in samples)}
 
 
 def make_loader(
     dataset: ClipDataset, sampler: ClipSampler, config, device: torch.device
 ) -> torch.utils.data.DataLoader:
     """The training loader: ``config.num_workers`` persistent workers (they keep their list of videos that failed
-    to decode), pinned memory and spawned workers for CUDA, batches ``{"clip": (B, ...), "skipped": int}``."""
+    to decode), pinned memory and spawned workers for CUDA, batches ``{"clip": (B, ...), "skipped": int}`` (and the
+    motion targets, see :func:`collate`)."""
     cuda = device.type == "cuda"
     return torch.utils.data.DataLoader(
         dataset,

@@ -2,7 +2,8 @@
 
 ``walkreg train`` and ``accelerate launch -m walkreg train`` both end in :func:`train`. Each process reads its own
 shard of clips (:class:`~walkreg.train.data.ClipSampler`), encodes them to node embeddings through the DDP-wrapped
-model, and computes :func:`walkreg.loss.walk_back_loss` in float32 outside autocast. The learning rate follows the
+model, and computes :func:`walkreg.loss.walk_back_loss` in float32 outside autocast (plus, with known motion,
+:func:`walkreg.loss.transition_loss` on the ``layer3`` features). The learning rate follows the
 official per-iteration MultiStepLR. Edge dropout draws from a dedicated generator that is checkpointed, and
 augmentation is seeded per clip, so a resumed run repeats the uninterrupted run's loss trajectory.
 """
@@ -25,7 +26,7 @@ from torch import nn
 
 from walkreg import atomic
 from walkreg.encoder import CRWEncoder
-from walkreg.loss import walk_back_loss
+from walkreg.loss import transition_loss, walk_back_loss
 from walkreg.progress import progress
 from walkreg.video import davis_sequences
 
@@ -43,17 +44,23 @@ class WalkNodes(nn.Module):
     """The trained module: a clip -> ``(B, 128, T, N)`` node embeddings, in one ``forward`` that DDP can wrap.
 
     Grid mode takes ``(B, T, N, 3, P, P)`` patches (:meth:`CRWEncoder.node_embeddings`); frame mode takes
-    ``(B, T, 3, S, S)`` frames (:meth:`CRWEncoder.cell_embeddings`). Both inputs are already normalised.
+    ``(B, T, 3, S, S)`` frames (:meth:`CRWEncoder.cell_embeddings`). Both inputs are already normalised. With
+    ``with_features`` it returns ``(nodes, features)``, the ``(B, C, T, S/8, S/8)`` ``layer3`` features of the whole
+    frames as well (:meth:`CRWEncoder.training_features`; grid mode needs the ``frames`` then, frame mode shares the
+    pass).
     """
 
     def __init__(self, encoder: CRWEncoder, node_mode: str):
         super().__init__()
         self.encoder, self.node_mode = encoder, node_mode
 
-    def forward(self, clips: torch.Tensor) -> torch.Tensor:
-        if self.node_mode == "grid":
-            return self.encoder.node_embeddings(clips)
-        return self.encoder.cell_embeddings(clips)
+    def forward(
+        self, clips: torch.Tensor, frames: torch.Tensor | None = None, with_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.node_mode == "frame":
+            return self.encoder.cell_embeddings(clips, with_features=with_features)
+        nodes = self.encoder.node_embeddings(clips)
+        return (nodes, self.encoder.training_features(frames)) if with_features else nodes
 
 
 class GeneratorState:
@@ -215,7 +222,7 @@ def train(config: TrainConfig) -> TrainResult:
 
 def _check_paths(config: TrainConfig) -> None:
     """Refuse, before anything is written, an ``output_dir`` that would write into the training videos' folders,
-    and ``validation_data`` that is not a DAVIS root."""
+    ``validation_data`` that is not a DAVIS root, and ``flow_teacher`` without OpenCV."""
     output_dir = Path(config.output_dir).resolve()
     for source in config.data:
         folder = Path(source).resolve()
@@ -226,6 +233,8 @@ def _check_paths(config: TrainConfig) -> None:
             )
     if config.validation_data:
         davis_sequences(config.validation_data, config.validation_resolution)  # raises when it is no DAVIS root
+    if config.flow_teacher and importlib.util.find_spec("cv2") is None:
+        raise ImportError("`flow_teacher` needs OpenCV: `pip install 'walkreg[flow]'`.")
 
 
 def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> None:
@@ -317,25 +326,38 @@ def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> 
         total=max_steps, initial=global_step, desc="train", unit="step", disable=not accelerator.is_local_main_process
     )
     epoch, skip = divmod(global_step, steps_per_epoch)
-    sums = torch.zeros(5, device=accelerator.device)  # loss, accuracy, clips, skipped videos, out of time
+    # walk-back loss, cycle accuracy, clips, skipped videos, out of time, motion loss
+    sums = torch.zeros(6, device=accelerator.device)
     tick = start = time.perf_counter()
     budget_s = None if config.max_train_minutes is None else 60 * config.max_train_minutes
     while global_step < max_steps:
         sampler.set_epoch(epoch, skip=skip * per_update)
         skip = 0
         for batch in loader:
-            clips = batch["clip"].to(accelerator.device, non_blocking=True)
+            batch = {
+                k: v.to(accelerator.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+            }
             with accelerator.accumulate(model):
-                out = walk_back_loss(
-                    model(clips).float(), config.temperature, config.edge_dropout, dropout_rng.generator
-                )
-                accelerator.backward(out.loss)
+                if config.known_motion:
+                    nodes, features = model(batch["clip"], batch.get("frames"), with_features=True)
+                    motion = transition_loss(features.float(), batch["targets"], batch["valid"], config.temperature)
+                else:
+                    nodes, motion = model(batch["clip"]), torch.zeros((), device=accelerator.device)
+                out = walk_back_loss(nodes.float(), config.temperature, config.edge_dropout, dropout_rng.generator)
+                accelerator.backward(out.loss + config.motion_loss_weight * motion)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             sums += torch.tensor(
-                [out.loss.item(), out.cycle_accuracies.mean().item(), len(clips), batch["skipped"], 0.0],
+                [
+                    out.loss.item(),
+                    out.cycle_accuracies.mean().item(),
+                    len(batch["clip"]),
+                    batch["skipped"],
+                    0.0,
+                    motion.item(),
+                ],
                 device=sums.device,
             )
             if not accelerator.sync_gradients:
@@ -356,6 +378,7 @@ def _run(accelerator: Accelerator, config: TrainConfig, result: TrainResult) -> 
                 "train/loss": totals[0] / micro,
                 "train/cycle_accuracy": totals[1] / micro,
                 "train/clips_per_s": totals[2] / (now - tick),
+                **({"train/motion_loss": totals[5] / micro} if config.known_motion else {}),
                 "lr": scheduler.get_last_lr()[0],
             }
             tick = now

@@ -242,22 +242,45 @@ class CRWEncoder(
         nodes = F.normalize(self.head(pooled), dim=-1)
         return nodes.view(b, t, n, -1).permute(0, 3, 1, 2)
 
-    def cell_embeddings(self, frames: torch.Tensor) -> torch.Tensor:
-        """Whole-frame training mode: every ``layer4`` feature cell is a node.
+    def training_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Dense ``layer3`` features of already-normalised frames, the features inference walks on, with gradients.
 
         Args:
             frames: ``(B, T, 3, H, W)`` already-normalised frames.
 
         Returns:
-            ``(B, embed_dim, T, h * w)`` head embeddings of the cells, row-major, L2-normalised over channels.
+            ``(B, C, T, h, w)`` ``layer3`` features, L2-normalised over ``C``.
+        """
+        if frames.ndim != 5 or frames.shape[2] != 3:
+            raise ValueError(f"`frames` must have shape (B, T, 3, H, W), but got {tuple(frames.shape)}.")
+        b, t = frames.shape[:2]
+        maps = F.normalize(self.trunk(frames.flatten(0, 1), "layer3"), dim=1)
+        return maps.unflatten(0, (b, t)).transpose(1, 2)
+
+    def cell_embeddings(
+        self, frames: torch.Tensor, with_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Whole-frame training mode: every ``layer4`` feature cell is a node.
+
+        Args:
+            frames: ``(B, T, 3, H, W)`` already-normalised frames.
+            with_features: also return the :meth:`training_features` of the same pass.
+
+        Returns:
+            ``(B, embed_dim, T, h * w)`` head embeddings of the cells, row-major, L2-normalised over channels; with
+            ``with_features``, the pair ``(embeddings, features)``.
         """
         self._require_training_layers("cell_embeddings")
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"`frames` must have shape (B, T, 3, H, W), but got {tuple(frames.shape)}.")
         b, t = frames.shape[:2]
-        maps = self.trunk(frames.flatten(0, 1), "layer4")  # (B*T, C, h, w)
+        inner = self.trunk(frames.flatten(0, 1), "layer3")
+        maps = self.trunk.layer4(inner)  # (B*T, C, h, w)
         nodes = F.normalize(self.head(maps.flatten(2).transpose(1, 2)), dim=-1)  # (B*T, h*w, D)
-        return nodes.view(b, t, -1, nodes.shape[-1]).permute(0, 3, 1, 2)
+        nodes = nodes.view(b, t, -1, nodes.shape[-1]).permute(0, 3, 1, 2)
+        if not with_features:
+            return nodes
+        return nodes, F.normalize(inner, dim=1).unflatten(0, (b, t)).transpose(1, 2)
 
     def _require_training_layers(self, method: str) -> None:
         if not self.with_training_layers:

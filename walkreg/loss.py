@@ -83,3 +83,49 @@ def walk_back_loss(
         accuracies.append((logits.argmax(-1) == targets).float().mean())
     cycle_losses = torch.stack(losses)
     return WalkBackOutput(cycle_losses.mean(), cycle_losses, torch.stack(accuracies).detach(), walks)
+
+
+def transition_loss(
+    features: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, temperature: float = 0.05
+) -> torch.Tensor:
+    """Supervised transitions: each cell's ``t -> t+1`` transition row against where the cell truly goes.
+
+    The row is the softmax over all cells of frame ``t+1`` of the cosine affinities over ``temperature``, as in
+    :func:`walkreg.walks.transition_matrix`. Its target puts bilinear weights on the (up to) four cells around the
+    true position, so a motion of a fraction of a cell is a soft target between two cells; the loss is the
+    cross-entropy with that target, averaged over the cells whose motion is known and lands inside frame ``t+1``.
+
+    Args:
+        features: ``(B, C, T, h, w)`` L2-normalised dense features (``N = h * w`` cells per frame, row-major).
+        targets: ``(B, T-1, 2, h, w)`` position ``(x, y)``, in cells of frame ``t+1``, that cell ``(y, x)`` of frame
+            ``t`` moves to (its index plus its motion divided by the cell size).
+        valid: ``(B, T-1, h, w)`` bool, the cells whose motion is known.
+
+    Returns:
+        Scalar mean cross-entropy (zero, still attached to ``features``, when no cell counts).
+    """
+    if features.ndim != 5:
+        raise ValueError(f"`features` must have shape (B, C, T, h, w), but got {tuple(features.shape)}.")
+    b, _, t, h, w = features.shape
+    if tuple(targets.shape) != (b, t - 1, 2, h, w) or tuple(valid.shape) != (b, t - 1, h, w):
+        raise ValueError(
+            f"`targets` must have shape {(b, t - 1, 2, h, w)} and `valid` {(b, t - 1, h, w)} for features of shape "
+            f"{tuple(features.shape)}, but they have {tuple(targets.shape)} and {tuple(valid.shape)}."
+        )
+    check_temperature(temperature)
+    cells = features.flatten(3)
+    logits = torch.einsum("bctn,bctm->btnm", cells[:, :, :-1], cells[:, :, 1:]) / temperature
+    log_p = logits.log_softmax(dim=-1)  # (B, T-1, N, N)
+    x, y = targets[:, :, 0].flatten(2).float(), targets[:, :, 1].flatten(2).float()  # (B, T-1, N)
+    counted = valid.flatten(2) & (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    x, y = x.clamp(0, w - 1), y.clamp(0, h - 1)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    corners = ((x0, y0, (1 - fx) * (1 - fy)), (x1, y0, fx * (1 - fy)), (x0, y1, (1 - fx) * fy), (x1, y1, fx * fy))
+    loss = torch.zeros_like(x)
+    for cx, cy, weight in corners:
+        index = (cy * w + cx).long().unsqueeze(-1)
+        loss = loss - weight * log_p.gather(-1, index).squeeze(-1)
+    counted = counted.to(loss.dtype)
+    return (loss * counted).sum() / counted.sum().clamp(min=1)

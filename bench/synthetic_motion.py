@@ -63,7 +63,7 @@ def main() -> int:
         for i in range(args.sequences):
             background = read_image(backgrounds[i % len(backgrounds)])
             shifted = textures[i % len(textures) :] + textures[: i % len(textures)]
-            frames, ids = synthetic_sequence(
+            clip = synthetic_sequence(
                 background,
                 [read_image(p) for p in shifted],
                 num_frames=args.frames,
@@ -72,7 +72,7 @@ def main() -> int:
                 max_speed=args.max_speed,
                 seed=args.seed + i,
             )
-            write_davis_sequence(root, f"synthetic-{i:02d}", frames, ids)
+            write_davis_sequence(root, f"synthetic-{i:02d}", clip.frames, clip.ids)
             print(
                 f"rendered synthetic-{i:02d}: background {backgrounds[i % len(backgrounds)].name}, "
                 f"{args.frames} frames"

@@ -226,7 +226,8 @@ class TrainConfig:
             )
         if self.known_motion and self.frame_size % 8:
             raise ValueError(
-                f"`frame_size` must be a multiple of 8 (the feature stride) to supervise motion, but is {self.frame_size}."
+                "`frame_size` must be a multiple of 8 (the feature stride) to supervise motion, but is "
+                f"{self.frame_size}."
             )
         if not self.learning_rate > 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ValueError(

@@ -283,8 +283,8 @@ class ClipDataset(torch.utils.data.Dataset):
 
     A sample is ``{"clip": tensor, "skipped": int}``: ``clip`` is ``(T, N, 3, P, P)`` patches (grid mode) or
     ``(T, 3, S, S)`` frames (frame mode), normalised, plus the motion targets of
-    :func:`~walkreg.train.augment.augment_clip` when the config asks for them; ``skipped`` counts videos that failed to decode while
-    producing it (each failure is replaced by a clip of another video drawn from the same seed).
+    :func:`~walkreg.train.augment.augment_clip` when the config asks for them; ``skipped`` counts videos that failed
+    to decode while producing it (each failure is replaced by a clip of another video drawn from the same seed).
     """
 
     def __init__(self, entries: list[VideoEntry], config):

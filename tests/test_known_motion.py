@@ -10,7 +10,7 @@ from testing_utils import CLIPS
 
 from walkreg.loss import transition_loss
 from walkreg.train.augment import augment_clip
-from walkreg.train.motion import cell_targets, teacher_motion
+from walkreg.train.known_motion import cell_targets, teacher_motion
 from walkreg.video import read_video
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from walkreg.encoder import CIFAR_MEAN, CIFAR_STD
 
-from .motion import cell_targets, synthetic_clip, teacher_motion
+from .known_motion import cell_targets, synthetic_clip, teacher_motion
 
 
 _MEAN = torch.tensor(CIFAR_MEAN).view(3, 1, 1)
@@ -86,9 +86,10 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 def augment_clip(frames: torch.Tensor, config, rng: random.Random) -> dict[str, torch.Tensor]:
     """Training view of a clip, with its motion targets when ``config.known_motion``.
 
-    With probability ``config.synthetic_fraction`` the clip is replaced by a synthetic known-motion clip rendered from
-    its frames (:func:`~walkreg.train.motion.synthetic_clip`, no crops: the virtual camera moves); otherwise each frame
-    gets its own random resized crop, and with ``config.flow_teacher`` the crops' DIS flow gives the targets.
+    With probability ``config.synthetic_fraction`` the clip is replaced by a synthetic known-motion clip rendered
+    from its frames (:func:`~walkreg.train.known_motion.synthetic_clip`, no crops: the virtual camera moves);
+    otherwise each frame gets its own random resized crop, and with ``config.flow_teacher`` the crops' DIS flow gives
+    the targets.
 
     Args:
         frames: ``(T, 3, H, W)`` float in [0, 1].

@@ -16,9 +16,10 @@ from walkreg.video import check_clip_pair, iter_frames, write_video
 
 
 DESCRIPTION = (
-    "Carry the edit's low frequencies along the source clip's correspondences (CRW walks with forward-backward "
-    "confidence by default) and keep each frame's high frequencies. --out is written atomically, may not be an "
-    "input, and replaces an existing file only with --overwrite."
+    "Average the edit's difference to the source, every frequency band, along the source clip's motion, both ways "
+    "in time (CRW walks refined to the pixel by default, with cycle-consistency confidence); fine detail is held "
+    "only where the source itself holds still along the motion. Streams with a fixed look-ahead. --out is written "
+    "atomically, may not be an input, and replaces an existing file only with --overwrite."
 )
 
 
@@ -34,15 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--method",
         choices=METHODS,
         default=defaults.method,
-        help="what carries the edit from frame to frame: crw (the encoder's walks), or the baselines flow "
-        "(DIS optical flow) and ema (no motion) (default: %(default)s)",
+        help="what carries the edit from frame to frame: crw (the encoder's walks, refined on the source pixels; "
+        "no OpenCV needed), or the baselines flow (DIS optical flow, needs walkreg[flow]) and ema (no motion) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--strength",
         type=finite_float,
         default=defaults.strength,
-        help="weight of the carried low band where the correspondence is confident, in [0, 1); "
-        "higher is steadier (default: %(default)s)",
+        help="weight of each carried frame where the correspondence is confident, in [0, 1): the filter reaches "
+        "about 1/(1-strength) frames each way; higher is steadier, 0 returns the edit (default: %(default)s)",
     )
     parser.add_argument(
         "--fps",

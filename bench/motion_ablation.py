@@ -8,13 +8,16 @@ the paper's patch grid (``grid``). Every variant starts from the same encoder (`
 default: its ``layer1``-``layer3``, with a fresh ``layer4`` and head), sees the same clips in the same order (same
 seed) and takes the same number of updates; its wall-clock time is reported beside its scores. Then
 ``bench/correspondence.py`` scores every encoder beside the bundled one, random init, Lab cells, zero motion and DIS
-flow, and ``walkreg eval-davis`` gives J&F on the shared DAVIS sequences. Usage:
+flow (``<out>/correspondence.json``), and ``walkreg eval-davis`` gives label-propagation J&F on ``--davis-root``
+(the repository's 240p DAVIS fixtures by default) for every encoder and baseline. A second call with the same
+``--out`` trains only the variants it has not trained yet and evaluates them all again. Usage:
 
     python bench/motion_ablation.py --out runs/ablation --data footage/train-videos --steps 50
 """
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -77,6 +80,39 @@ def train_variant(name: str, args: argparse.Namespace) -> dict:
     }
 
 
+def davis_jf(features: str, out: Path, args: argparse.Namespace) -> float:
+    """Mean J&F of ``walkreg eval-davis`` with ``features`` (an encoder directory or a baseline name)."""
+    kind = ["--baselines", features] if features in ("random-resnet18", "lab") else ["--encoder", features]
+    command = [sys.executable, "-m", "walkreg", "eval-davis", "--davis-root", args.davis_root,
+               "--resolution", args.resolution, "--out", str(out), *kind]  # fmt: skip
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    methods = json.loads((out / "results.json").read_text())["methods"]
+    return 100 * next(iter(methods.values()))["JF_mean"]
+
+
+def evaluate(results: dict, args: argparse.Namespace) -> tuple[dict, dict]:
+    """Correspondence errors (synthetic and real, 1 step, argmax) and J&F of every trained variant and baseline."""
+    out = Path(args.out) / "eval"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    methods = {"bundled": args.init_encoder, "random-resnet18": "random-resnet18", "lab": "lab"}
+    methods.update({name: r["encoder"] for name, r in results.items()})
+    corr = out / "correspondence.json"
+    subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("correspondence.py")), "--encoders", *methods.values(),
+         "--json", str(corr)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    pooled = json.loads(corr.read_text())["results"]
+    errors = {
+        name: {s: pooled[s]["pooled"]["1"][spec]["argmax"]["mean"] for s in pooled if "pooled" in pooled[s]}
+        for name, spec in methods.items()
+    }
+    jf = {name: davis_jf(spec, out / f"davis-{i}", args) for i, (name, spec) in enumerate(methods.items())}
+    return errors, jf
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for the runs and results.json")
@@ -88,6 +124,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--davis-root", default=str(ROOT / "tests" / "fixtures" / "davis"))
+    parser.add_argument("--resolution", default="240p")
     args = parser.parse_args()
     print(describe())
     out = Path(args.out)
@@ -99,10 +137,17 @@ def main() -> int:
             continue  # trained by an earlier call
         results[name] = train_variant(name, args)
         results_file.write_text(json.dumps(results, indent=2))
-    print(f"{'variant':<20} {'minutes':>8} {'walk-back loss':>15} {'motion loss':>12}")
-    for name, r in results.items():
-        motion = "-" if r["motion_loss"] is None else f"{r['motion_loss']:.3f}"
-        print(f"{name:<20} {r['minutes']:8.1f} {r['walk_back_loss']:15.3f} {motion:>12}")
+    errors, jf = evaluate(results, args)
+    (out / "results.json").write_text(json.dumps({"training": results, "argmax_epe": errors, "jf": jf}, indent=2))
+    sets = sorted({s for e in errors.values() for s in e})
+    print(f"| method | minutes | walk-back loss | motion loss | {' | '.join(f'{s} argmax EPE' for s in sets)} | J&F |")
+    print("|---|" + "---|" * (4 + len(sets)))
+    for name in errors:
+        r = results.get(name, {"minutes": None, "walk_back_loss": None, "motion_loss": None})
+        train = ["-" if r[k] is None else f"{r[k]:.{d}f}" for k, d in (("minutes", 1), ("walk_back_loss", 3),
+                                                                        ("motion_loss", 3))]  # fmt: skip
+        epe = [f"{errors[name][s]:.2f}" for s in sets]
+        print(f"| {name} | {' | '.join(train + epe)} | {jf[name]:.1f} |")
     return 0
 
 

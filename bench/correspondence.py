@@ -58,9 +58,9 @@ import torch.nn.functional as F
 from machine import describe
 from synthetic_motion import SHARED, source_images
 
-from walkreg.cells import STRIDE
+from walkreg.cells import STRIDE, cell_means
 from walkreg.features import create_features
-from walkreg.flow import dis_flow
+from walkreg.flow import dis_flow, warp
 from walkreg.progress import progress
 from walkreg.synthetic import compose_flow, synthetic_sequence
 from walkreg.video import read_image
@@ -110,15 +110,6 @@ def read_mask(path: Path) -> torch.Tensor:
     return read_image(path).mean(0) > 0.5
 
 
-def warp_back(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """``image`` ``(C, H, W)`` sampled bilinearly at ``(x, y) + flow`` (``(2, H, W)``), edges clamped."""
-    height, width = flow.shape[-2:]
-    x = flow[0] + torch.arange(width, dtype=flow.dtype)
-    y = flow[1] + torch.arange(height, dtype=flow.dtype)[:, None]
-    grid = torch.stack([(2 * x + 1) / width - 1, (2 * y + 1) / height - 1], dim=-1)
-    return F.grid_sample(image[None], grid[None], mode="bilinear", padding_mode="border", align_corners=False)[0]
-
-
 def splat_visibility(first: torch.Tensor, second: torch.Tensor, flow: torch.Tensor, tolerance: float = 1.0):
     """``(H, W)`` bool visibility of a flow without an occlusion mask, by forward splatting.
 
@@ -128,7 +119,7 @@ def splat_visibility(first: torch.Tensor, second: torch.Tensor, flow: torch.Tens
     ``tolerance`` pixels of the flow of the pixel seen where it lands (itself, or another point of the same surface).
     """
     height, width = flow.shape[-2:]
-    residual = (warp_back(second, flow) - first).abs().mean(0).flatten()
+    residual = (warp(second, flow) - first).abs().mean(0).flatten()
     x = (flow[0] + torch.arange(width) + 0.5).floor().long()
     y = (flow[1] + torch.arange(height)[:, None] + 0.5).floor().long()
     inside = ((x >= 0) & (x < width) & (y >= 0) & (y < height)).flatten()
@@ -259,10 +250,9 @@ def cell_of(points: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 
 
 def block_means(image: torch.Tensor) -> torch.Tensor:
-    """``(C, H, W)`` -> ``(N, C)``: the mean of every 8x8 block, zero-padded at the bottom and right."""
-    height, width = image.shape[-2:]
-    padded = F.pad(image[None].float(), (0, -width % STRIDE, 0, -height % STRIDE))
-    return F.avg_pool2d(padded, STRIDE)[0].flatten(1).T
+    """``(C, H, W)`` -> ``(N, C)``: the mean of every 8x8 block, zero-padded at the bottom and right
+    (:func:`walkreg.cells.cell_means` in the row-major node layout)."""
+    return cell_means(image.float(), "constant")[0].flatten(1).T
 
 
 def cell_truth(flow: torch.Tensor, visible: torch.Tensor) -> CellTruth:

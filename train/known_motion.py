@@ -10,9 +10,8 @@ from __future__ import annotations
 import random
 
 import torch
-import torch.nn.functional as F
 
-from walkreg.cells import STRIDE
+from walkreg.cells import STRIDE, cell_means
 from walkreg.flow import dis_flow, flow_visibility
 from walkreg.synthetic import synthetic_sequence
 
@@ -28,10 +27,10 @@ def cell_targets(flow: torch.Tensor, visible: torch.Tensor) -> tuple[torch.Tenso
         ``targets`` ``(2, h, w)``: the position ``(x, y)``, in cells of frame ``t+1``, each cell's block moves to on
         average; ``valid`` ``(h, w)`` bool: the cells whose whole 8x8 block is visible.
     """
-    targets = F.avg_pool2d(flow[None].float(), STRIDE)[0] / STRIDE
+    targets = cell_means(flow.float())[0] / STRIDE
     h, w = targets.shape[-2:]
     ys, xs = torch.meshgrid(torch.arange(h, dtype=targets.dtype), torch.arange(w, dtype=targets.dtype), indexing="ij")
-    valid = F.avg_pool2d(visible[None, None].float(), STRIDE)[0, 0] == 1
+    valid = cell_means(visible[None].float(), "constant")[0, 0] == 1
     return targets + torch.stack([xs, ys]), valid
 
 

@@ -16,10 +16,11 @@ STRIDE = 8  # pixels per feature cell, in both directions
 MIN_FRAME_SIZE = 9
 
 
-def pad_to_cells(frames: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> replicate-padded on the bottom and right to multiples of ``STRIDE``."""
+def pad_to_cells(frames: torch.Tensor, mode: str = "replicate") -> torch.Tensor:
+    """``(B, C, H, W)`` -> padded on the bottom and right to multiples of ``STRIDE``, by ``F.pad``'s ``mode``
+    (``"replicate"``, or ``"constant"`` for zeros)."""
     h, w = frames.shape[-2:]
-    return F.pad(frames, (0, -w % STRIDE, 0, -h % STRIDE), mode="replicate")
+    return F.pad(frames, (0, -w % STRIDE, 0, -h % STRIDE), mode=mode)
 
 
 def cell_values(frame: torch.Tensor, sub_cells: int) -> torch.Tensor:
@@ -34,9 +35,11 @@ def cell_colours(values: torch.Tensor) -> torch.Tensor:
     return values.unflatten(1, (3, -1)).mean(2)
 
 
-def cell_means(image: torch.Tensor) -> torch.Tensor:
-    """``(C, H, W)`` -> ``(1, C, h, w)``: the mean of every cell (the image's low band on the cell grid)."""
-    return F.avg_pool2d(pad_to_cells(image[None]), STRIDE)
+def cell_means(image: torch.Tensor, padding: str = "replicate") -> torch.Tensor:
+    """``(C, H, W)`` -> ``(1, C, h, w)``: the mean of every cell (the image's low band on the cell grid). Partial cells
+    at the bottom and right are padded by :func:`pad_to_cells` with ``padding``: ``"constant"`` (zeros) keeps a mask's
+    partial cells below 1, so ``cell_means(mask, "constant") == 1`` marks the cells whose whole block is set."""
+    return F.avg_pool2d(pad_to_cells(image[None], padding), STRIDE)
 
 
 def upsample_cells(cells: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -187,10 +187,8 @@ class CRWEncoder(
             )
         if not frames.is_floating_point():
             raise ValueError(f"`frames` must be float in [0, 1], but have dtype {frames.dtype}.")
-        b, t = frames.shape[:2]
         maps = self.trunk(self.normalize(frames.flatten(0, 1)), self.feature_layer)
-        maps = F.normalize(maps, dim=1)
-        return maps.unflatten(0, (b, t)).transpose(1, 2)
+        return _clip_features(maps, frames.shape[0])
 
     @torch.no_grad()
     def iter_features(self, frames: Iterable[torch.Tensor], chunk_size: int = 4) -> Iterator[torch.Tensor]:
@@ -253,9 +251,7 @@ class CRWEncoder(
         """
         if frames.ndim != 5 or frames.shape[2] != 3:
             raise ValueError(f"`frames` must have shape (B, T, 3, H, W), but got {tuple(frames.shape)}.")
-        b, t = frames.shape[:2]
-        maps = F.normalize(self.trunk(frames.flatten(0, 1), "layer3"), dim=1)
-        return maps.unflatten(0, (b, t)).transpose(1, 2)
+        return _clip_features(self.trunk(frames.flatten(0, 1), "layer3"), frames.shape[0])
 
     def cell_embeddings(
         self, frames: torch.Tensor, with_features: bool = False
@@ -280,7 +276,7 @@ class CRWEncoder(
         nodes = nodes.view(b, t, -1, nodes.shape[-1]).permute(0, 3, 1, 2)
         if not with_features:
             return nodes
-        return nodes, F.normalize(inner, dim=1).unflatten(0, (b, t)).transpose(1, 2)
+        return nodes, _clip_features(inner, b)
 
     def _require_training_layers(self, method: str) -> None:
         if not self.with_training_layers:
@@ -377,6 +373,11 @@ class CRWEncoder(
             raise ValueError(f"Cannot read encoder weights {weights!r}: {err}") from err
         load_state_dict_strict(model, state, source=model_id, strict=strict)
         return model.eval()
+
+
+def _clip_features(maps: torch.Tensor, batch: int) -> torch.Tensor:
+    """``(B * T, C, h, w)`` trunk maps -> ``(B, C, T, h, w)`` features, L2-normalised over ``C``."""
+    return F.normalize(maps, dim=1).unflatten(0, (batch, -1)).transpose(1, 2)
 
 
 def _check_config_file(path: Path) -> None:

@@ -29,12 +29,16 @@ class WalkRegCallback(PipelineCallback):
     After step ``i`` the latents are ``x = alpha * x0 + noise part``. The callback blends each frame's ``x0`` with the
     previous frame's and the anchor frame's, pulled along the source transitions and weighted by per-node cycle
     confidence (:func:`~walkreg.pipelines.propagate_denoised`), and adds ``alpha * (x0' - x0)`` to the latents, so
-    every frame keeps its own noise. Multistep schedulers that rebuild the sample from stored ``x0`` (UniPC,
-    DPM-Solver++) get the edited ``x0`` written into that history, so their corrector does not undo the edit.
+    every frame keeps its own noise. Schedulers that rebuild their next sample from kept state (PNDM's saved sample,
+    the ``x0`` history of DPM-Solver++ and UniPC, CogVideoX DPM's previous ``x0``) get the edit written into that
+    state too (:mod:`walkreg.pipelines.schedules`), so the scheduler carries it on instead of undoing it.
 
     ``x0`` comes from a tap on ``pipeline.scheduler.step`` (:class:`~walkreg.pipelines.schedules.SchedulerTap`).
-    Passed plainly as ``callback_on_step_end=callback``, the tap is attached at the first callback and removed after
-    the last one, so the first step is only observed; ``with callback.attach(pipe): pipe(...)`` covers every step.
+    ``with callback.attach(pipe): pipe(...)`` covers every step and restores ``scheduler.step`` however the block
+    ends, an exception included. Passed plainly as ``callback_on_step_end=callback``, the tap is attached at the first
+    callback (so the first step is only observed) and removed after the last one; if the run ends early (an
+    exception, ``pipe._interrupt``) it passes the next run's first step through untouched and removes itself there.
+    Either way the callback can be used again for the next call.
 
     Layouts: per-frame SD img2img / ControlNet img2img (frames are the batch), AnimateDiff ``(B, C, F, h, w)``,
     Wan ``(B, C, F, h, w)`` and CogVideoX ``(B, F, C, h, w)`` with x4 time compression. AnimateDiff does not read
@@ -103,20 +107,21 @@ class WalkRegCallback(PipelineCallback):
             finally:
                 self._tap = None
 
+    def _reading_tap(self, pipeline) -> SchedulerTap:
+        """The tap whose records this step reads: the attached one, another walkreg tap already on the scheduler
+        (e.g. :class:`WalkBackGuidance`'s), or a run-scoped one added now (it misses this first step)."""
+        if self._tap is None or not self._tap.attached:
+            existing = getattr(pipeline.scheduler, "_walkreg_tap", None)
+            owned = existing is None or not existing.attached
+            tap = SchedulerTap(pipeline.scheduler, once_per_run=True).attach() if owned else existing
+            self._tap, self._lazy, self._owned = tap, True, owned
+        return self._tap
+
     def callback_fn(self, pipeline, step_index, timestep, callback_kwargs):
         weight = self.config.weight
         if weight == 0:
             return callback_kwargs
-        if (
-            self._tap is None
-        ):  # not attached: use the scheduler's tap (e.g. WalkBackGuidance's) or add one until the end
-            existing = getattr(pipeline.scheduler, "_walkreg_tap", None)
-            self._tap, self._lazy, self._owned = (
-                existing or SchedulerTap(pipeline.scheduler).attach(),
-                True,
-                existing is None,
-            )
-        tap = self._tap
+        tap = self._reading_tap(pipeline)
         record, tap.record = tap.record, None
         total = getattr(pipeline, "num_timesteps", None) or len(pipeline.scheduler.timesteps)
         if self._lazy and step_index >= total - 1:
@@ -136,5 +141,7 @@ class WalkRegCallback(PipelineCallback):
         blended = propagate_denoised(denoised, correspondences, weight, self.config.anchor_mix)
         delta = layout.from_frames(blended - denoised)
         callback_kwargs["latents"] = (latents.float() + record.signal_scale * delta).to(latents.dtype)
-        tap.replace_history(layout.from_frames(blended))
+        if callback_kwargs.get("denoised") is not None:  # LCM pipelines decode the last step's estimate
+            callback_kwargs["denoised"] = (callback_kwargs["denoised"].float() + delta).to(latents.dtype)
+        tap.edit_history(delta)
         return callback_kwargs

@@ -12,19 +12,30 @@ the repo's ``cups.mp4`` fixture. Measured side by side in one run:
 - with ``--guidance``: one ``WalkBackGuidance`` step (SD-shaped VAE decode + encoder, forward and backward);
 - the bytes of cached transitions for 8, 16, 32 and 64 frames (the clip is played back and forth to get 64).
 
+With ``--loss`` it measures only the walk-back loss of 2 and 8 frames on a 64x64 latent grid (512x512 SD; ResNet-18
+``layer3`` features, 256 channels; top-10 source transitions), forward and backward: the sparse loss
+(``walk_back_against_source``) against the dense ``N x N`` softmax it replaced: time, and the peak of the tensor
+memory allocated during the call (counted by a dispatch mode, so it is exact on CPU too).
+
     python bench/pipeline_overhead.py [--repeats 2] [--guidance]
+    python bench/pipeline_overhead.py --loss
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from machine import describe
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
 
 from walkreg import CRWEncoder
 from walkreg.pipelines import (
@@ -34,8 +45,10 @@ from walkreg.pipelines import (
     WalkBackGuidance,
     WalkRegCallback,
 )
+from walkreg.pipelines.guidance import walk_back_against_source
 from walkreg.pipelines.schedules import SchedulerTap
 from walkreg.video import read_video
+from walkreg.walks import transition_matrix
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,16 +92,91 @@ def source_clip(num_frames: int) -> torch.Tensor:
     return clip[[order[i % len(order)] for i in range(num_frames)]]
 
 
+class PeakTensorMemory(TorchDispatchMode):
+    """Peak bytes of the tensor storages created inside the block that are alive at the same time (the forward and
+    the backward pass, any device): ``with PeakTensorMemory() as memory: ...; memory.peak``."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._seen = WeakIdKeyDictionary()
+
+    def _free(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, torch.Tensor) and tensor.untyped_storage() not in self._seen:
+                storage = tensor.untyped_storage()
+                self._seen[storage] = storage.nbytes()
+                self.live += storage.nbytes()
+                weakref.finalize(storage, self._free, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def dense_walk_back(
+    features: torch.Tensor, correspondences: SourceCorrespondences, temperature: float
+) -> torch.Tensor:
+    """The walk-back loss with the full ``(B, N, N)`` edited transition matrix per frame pair (the former
+    implementation; ``features`` ``(B, C, F, h, w)``)."""
+    b, _, f, h, w = features.shape
+    nodes = features.flatten(3)
+    home = torch.arange(h * w).view(h * w, 1)
+    total = weight_sum = 0.0
+    for i in range(1, f):
+        edited = transition_matrix(nodes[:, :, i - 1], nodes[:, :, i], temperature)
+        source = correspondences.previous[i]
+        returned = (source.weights[0] * edited[:, source.indices[0], home]).sum(-1)
+        confidence = correspondences.previous_confidence[i]
+        total = total + (-torch.log(returned + 1e-20) * confidence).sum()
+        weight_sum = weight_sum + confidence.sum() * b
+    return total / weight_sum.clamp_min(1e-12)
+
+
+def forward_backward(loss_fn, features: torch.Tensor, correspondences: SourceCorrespondences) -> float:
+    """The loss of ``(B, C, F, h, w)`` features and its gradient; returns the loss."""
+    with torch.enable_grad():
+        loss = loss_fn(features, correspondences, 0.05)
+        torch.autograd.grad(loss, features)
+    return float(loss)
+
+
+def loss_cost(encoder: CRWEncoder, repeats: int) -> None:
+    """Time and peak memory of the dense and the sparse walk-back loss, forward and backward, on a 64x64 grid."""
+    print("walk-back loss on a 64x64 latent grid (ResNet-18 layer3 features), forward + backward:")
+    print(f"{'frames':>7} {'loss':>7} {'value':>9} {'ms':>9} {'peak MiB':>9}")
+    for num_frames in (2, 8):
+        frames = source_clip(num_frames)
+        corr = SourceCorrespondences.compute(encoder, frames, (64, 64), show_progress=False)
+        with torch.no_grad():
+            resized = torch.nn.functional.interpolate(frames, size=(512, 512), mode="bilinear", antialias=True)
+            features = encoder(resized[None]).requires_grad_(True)  # (1, 256, T, 64, 64)
+
+        for name, loss_fn in (("dense", dense_walk_back), ("sparse", walk_back_against_source)):
+            run = functools.partial(forward_backward, loss_fn, features, corr)
+            value = run()  # warm up
+            seconds, _ = timed(run, repeats)
+            with PeakTensorMemory() as memory:
+                run()
+            print(f"{num_frames:>7} {name:>7} {value:>9.5f} {seconds * 1000:>9.1f} {memory.peak / 2**20:>9.1f}")
+
+
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="UNet steps timed (the best is kept)")
     parser.add_argument("--guidance", action="store_true", help="also time one walk-back guidance step (slow on CPU)")
+    parser.add_argument("--loss", action="store_true", help="only compare the dense and the sparse walk-back loss")
     args = parser.parse_args()
     print(describe())
     torch.manual_seed(0)
-    frames = source_clip(8)
     encoder = CRWEncoder("resnet18").eval()
+    if args.loss:
+        loss_cost(encoder, args.repeats)
+        return
+    frames = source_clip(8)
     unet = UNet2DConditionModel(**SD15_UNET).eval()
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, steps_offset=1

@@ -4,16 +4,40 @@ Applied before the scheduler step, on the (guidance-combined) model output the s
 schedulers (UniPC, DPM-Solver) integrate the corrected estimate instead of undoing it.
 
 Loss. For consecutive latent frames ``f-1, f``, a walker leaves node ``i`` of frame ``f`` along the cached *source*
-transition ``f -> f-1`` and comes back along the *edited* video's transition ``f-1 -> f`` (dense softmax of CRW
-feature affinities of the decoded estimate). The loss is the cross-entropy of returning to ``i``, averaged over nodes
-weighted by the source walk's own cycle confidence: it is low when the edit moves the way the source moves.
+transition ``f -> f-1`` (top-k sparse) and comes back along the *edited* video's transition ``f-1 -> f`` (softmax of
+CRW feature affinities of the decoded estimate over all nodes of frame ``f``). The loss is the cross-entropy of
+returning to ``i``, averaged over nodes weighted by the source walk's own cycle confidence: it is low when the edit
+moves the way the source moves. Only the ``K`` edited probabilities the source walk reaches are read, and the
+affinities behind their normalisers are computed a block of rows at a time (see :func:`walk_back_against_source`): no
+``N x N`` matrix is held, forward or backward.
 
-Cost: every guided step decodes all frames with the VAE, runs the CRW encoder, and backpropagates through both --
-``bench/pipeline_overhead.py`` measured one guided step at 3.4 UNet steps (SD-1.5-shaped UNet and VAE, 8 frames at
-256x256, CPU), against 0.8 % of a UNet step for the propagation callback -- and it holds activations for all frames
-at once. Use it for a few early steps (the default ``end=0.3``), where layout is decided, and prefer
-:class:`~walkreg.pipelines.WalkRegCallback` alone when speed matters. Time-compressed latents (Wan, CogVideoX) are
-refused: their VAE decodes a latent frame into several frames.
+Latent layouts. Per-frame Stable Diffusion (``FCHW``) and AnimateDiff (``BCFHW``) latents are decoded frame by
+frame by their image VAE. Wan (``BCFHW``) and CogVideoX (``BFCHW``) latents compress time x4: the whole latent video
+is decoded by the pipeline's video VAE, and latent frame ``j`` is represented by decoded frame
+``layout.source_frame(j)`` -- the source frame its correspondences were computed on.
+
+Cost. Every guided step decodes the whole video with the VAE, runs the CRW encoder on one frame per latent frame,
+and backpropagates through both, holding their activations at once. With SD-1.5-shaped UNet and VAE (8 frames at
+256x256, CPU) ``bench/pipeline_overhead.py --guidance`` measured one guided step at 3.4 UNet steps. With the tiny
+test pipelines (CPU, one thread; the denoiser call includes classifier-free guidance; peak = tensor memory allocated
+during the step, forward and backward):
+
+================================  ============  =================  ===============  ===========
+layout (latents)                  denoiser ms   guided step ms     step / call      peak MiB
+================================  ============  =================  ===============  ===========
+SD img2img FCHW (3 x 16x16)       67            77                 1.2              13.6
+AnimateDiff BCFHW (3 x 16x16)     136           86                 0.6              13.6
+Wan BCFHW x4 (3 x 4x4, 9 frames)  11            147                13               4.4
+CogVideoX BFCHW x4 (3 x 2x2)      2.7           72                 27               3.2
+================================  ============  =================  ===============  ===========
+
+The time-compressed VAEs decode and backpropagate through all 4 frames of each latent frame, though one of them
+feeds the loss, while the tiny transformers cost next to nothing; with real models the denoiser's share grows. The
+loss itself is small next to the decode: at a 64x64 latent grid (512x512 SD, 256 feature channels, K = 10), one frame
+pair forward and backward takes 0.83 s and 59 MiB, against 0.88 s and 201 MiB for the dense ``N x N`` softmax it
+replaced, and 8 frames 149 MiB against 612 MiB (the dense loss kept a matrix per frame pair for the backward pass;
+``bench/pipeline_overhead.py --loss``). Use it for a few early steps (the default ``end=0.3``), where layout is
+decided, and prefer :class:`~walkreg.pipelines.WalkRegCallback` alone when speed matters.
 """
 
 from __future__ import annotations
@@ -22,8 +46,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-
-from walkreg.walks import transition_matrix
+from torch.utils.checkpoint import checkpoint
 
 from .callback import check_step_range, is_active
 from .correspondence import CorrespondenceCache, CorrespondenceConfig, SourceCorrespondences
@@ -31,32 +54,123 @@ from .layouts import LatentLayout, infer_layout
 from .schedules import tapped
 
 
-def decode_frames(pipeline, denoised: torch.Tensor) -> torch.Tensor:
-    """``(B, F, C, h, w)`` latents -> ``(B, F, 3, H, W)`` pixels in [0, 1] through ``pipeline.vae``
-    (differentiable)."""
-    b, f = denoised.shape[:2]
+CHUNK_SIZE = 512  # nodes per block of the loss: a block holds (B, CHUNK_SIZE, N) affinities
+
+
+def vae_input(vae, latents: torch.Tensor) -> torch.Tensor:
+    """``(B, C, F, h, w)`` video latents -> what the pipeline hands to its video VAE's ``decode``.
+
+    Wan's VAE has per-channel ``latents_mean`` / ``latents_std`` (its pipeline de-normalises with them);
+    CogVideoX's divides by ``scaling_factor``.
+    """
+    mean = getattr(vae.config, "latents_mean", None)
+    if mean is None:
+        return latents / vae.config.scaling_factor
+    channels = (1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, device=latents.device, dtype=latents.dtype).view(channels)
+    return latents * std + torch.tensor(mean, device=latents.device, dtype=latents.dtype).view(channels)
+
+
+def decode_frames(pipeline, frames: torch.Tensor, layout: LatentLayout | None = None) -> torch.Tensor:
+    """``(B, F, C, h, w)`` latent frames -> ``(B, F, 3, H, W)`` pixels in [0, 1] through ``pipeline.vae``
+    (differentiable): decoded frame ``f`` stands for latent frame ``f``.
+
+    Without time compression (SD, AnimateDiff) every latent frame is decoded alone by the image VAE, divided by
+    ``scaling_factor``. With it (Wan, CogVideoX) the whole clip goes through the video VAE, which gives
+    ``layout.source_frame(F - 1) + 1`` frames, and frame ``layout.source_frame(j)`` is kept for latent frame ``j``.
+    """
+    layout = layout or LatentLayout("FCHW")
     vae = pipeline.vae
-    latents = denoised.flatten(0, 1).to(vae.dtype) / vae.config.scaling_factor
-    pixels = vae.decode(latents).sample.float()
-    return ((pixels + 1) / 2).clamp(0, 1).unflatten(0, (b, f))
+    latents = frames.to(vae.dtype)
+    if layout.temporal_compression == 1:
+        pixels = vae.decode(latents.flatten(0, 1) / vae.config.scaling_factor).sample.unflatten(0, frames.shape[:2])
+    else:
+        video = vae.decode(vae_input(vae, latents.transpose(1, 2))).sample  # (B, 3, T, H, W)
+        kept = [layout.source_frame(j) for j in range(frames.shape[1])]
+        pixels = video[:, :, kept].transpose(1, 2)
+    return ((pixels.float() + 1) / 2).clamp(0, 1)
+
+
+def _log_probability_block(
+    rows: torch.Tensor, keys: torch.Tensor, neighbours: torch.Tensor, nodes: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """The edited log-probabilities that start in one block of nodes of frame ``f-1``.
+
+    Args:
+        rows: ``(B, C, n)`` features of the block's nodes of frame ``f-1``.
+        keys: ``(B, C, N)`` features of frame ``f``.
+        neighbours: ``(N, K)`` long, source neighbours of each node of frame ``f``, counted from the block's first
+            node (outside ``[0, n)`` when the neighbour is in another block).
+        nodes: ``(N, 1)`` long, ``0 .. N-1``.
+
+    Returns:
+        ``(B, N, K)``: ``log P(neighbours[i, k] -> i)`` where the neighbour is in the block, 0 elsewhere.
+    """
+    logits = torch.einsum("bcn,bcm->bnm", rows / temperature, keys)  # (B, n, N); scaling rows is C/N the work
+    normalisers = logits.logsumexp(-1)  # (B, n): the softmax runs over all nodes of frame f
+    inside = (neighbours >= 0) & (neighbours < rows.shape[-1])
+    starts = neighbours.clamp(0, rows.shape[-1] - 1)
+    return torch.where(inside, logits[:, starts, nodes] - normalisers[:, starts], 0.0)
+
+
+def _edited_log_probabilities(
+    before: torch.Tensor, after: torch.Tensor, neighbours: torch.Tensor, temperature: float, chunk_size: int
+) -> torch.Tensor:
+    """``(B, N, K)`` log-probabilities of the edited transition ``f-1 -> f`` from each neighbour
+    ``j = neighbours[i, k]`` (a node of frame ``f-1``) to node ``i`` of frame ``f``, normalised over all of frame
+    ``f``.
+
+    The nodes of frame ``f-1`` are taken ``chunk_size`` at a time: a block holds their ``(B, chunk_size, N)``
+    affinities, and is recomputed in the backward pass instead of being kept (when a gradient is recorded).
+
+    Args:
+        before, after: ``(B, C, N)`` L2-normalised node features of frames ``f-1`` and ``f``.
+        neighbours: ``(N, K)`` long, nodes of frame ``f-1``.
+    """
+    nodes = torch.arange(after.shape[-1], device=after.device).view(-1, 1)
+    record = torch.is_grad_enabled() and (before.requires_grad or after.requires_grad)
+    total = 0.0
+    for first in range(0, before.shape[-1], chunk_size):
+        args = (before[:, :, first : first + chunk_size], after, neighbours - first, nodes, temperature)
+        if record:
+            total = total + checkpoint(_log_probability_block, *args, use_reentrant=False, preserve_rng_state=False)
+        else:
+            total = total + _log_probability_block(*args)
+    return total
 
 
 def walk_back_against_source(
-    features: torch.Tensor, correspondences: SourceCorrespondences, temperature: float
+    features: torch.Tensor,
+    correspondences: SourceCorrespondences,
+    temperature: float,
+    chunk_size: int = CHUNK_SIZE,
 ) -> torch.Tensor:
-    """Scalar loss of the mixed palindromes (source ``f -> f-1``, edited ``f-1 -> f``).
+    """Scalar loss of the mixed palindromes (source ``f -> f-1``, edited ``f-1 -> f``), from sparse transitions.
+
+    For node ``i`` of frame ``f`` and each source neighbour ``j = previous[f].indices[i, k]`` in frame ``f-1``, the
+    edited probability is ``P(j -> i) = exp(a_ji - logsumexp_m a_jm)`` with ``a = <feature_j, feature_m> / T``
+    over the nodes ``m`` of frame ``f``. The normaliser spans the whole frame, exactly as the dense
+    ``transition_matrix`` softmax did, rather than the ``radius`` window of inference's ``local_transitions``: the
+    loss is unchanged (to float rounding), and a far-away look-alike the edit creates still takes mass from the walk
+    back, which a windowed normaliser would not see. It is computed in blocks of ``chunk_size`` rows, each recomputed
+    in the backward pass, so memory is ``O(N * chunk_size)`` while time stays ``O(N^2 C)`` per frame pair -- small
+    next to the VAE decode the loss backpropagates through.
 
     Args:
         features: ``(B, C, F, h, w)`` L2-normalised CRW features of the edited frames on the latent grid.
+        correspondences: the source's cached transitions on the same grid (``(1, N, K)`` per frame).
+        chunk_size: nodes per block (a positive integer).
     """
-    b, _, f, h, w = features.shape
-    nodes = features.flatten(3)
-    home = torch.arange(h * w, device=features.device).view(h * w, 1)
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be >= 1, but is {chunk_size}.")
+    b, _, f = features.shape[:3]
+    nodes = features.flatten(3)  # (B, C, F, N)
     total = weight_sum = 0.0
     for i in range(1, f):
-        edited = transition_matrix(nodes[:, :, i - 1], nodes[:, :, i], temperature)  # (B, N, N): f-1 -> f
         source = correspondences.previous[i]
-        returned = (source.weights[0] * edited[:, source.indices[0], home]).sum(-1)  # (B, N)
+        before, after, neighbours = nodes[:, :, i - 1], nodes[:, :, i], source.indices[0]
+        log_edited = _edited_log_probabilities(before, after, neighbours, temperature, chunk_size)
+        returned = (source.weights[0] * log_edited.exp()).sum(-1)  # (B, N)
         confidence = correspondences.previous_confidence[i].to(returned.dtype)
         total = total + (-torch.log(returned + 1e-20) * confidence).sum()
         weight_sum = weight_sum + confidence.sum() * b
@@ -64,13 +178,14 @@ def walk_back_against_source(
 
 
 class WalkBackGuidance:
-    """Walk-back regulariser for Diffusers video pipelines (layouts without time compression).
+    """Walk-back regulariser for Diffusers video pipelines (every layout of :mod:`~walkreg.pipelines.layouts`).
 
     Args:
         encoder, source_video: as for :class:`~walkreg.pipelines.WalkRegCallback` (or share its ``cache``).
         weight: step size as a fraction of the estimate's RMS (the gradient is RMS-normalised); 0 disables it.
         start, end: the fraction ``[start, end)`` of the denoising steps where it acts.
         temperature: softmax temperature of the edited transitions.
+        latent_layout: override the layout detected from the pipeline (one of ``LAYOUTS``).
 
     Use ``with guidance.attach(pipe): pipe(...)``.
     """
@@ -100,13 +215,7 @@ class WalkBackGuidance:
         )
 
     def layout(self, pipeline) -> LatentLayout:
-        layout = infer_layout(pipeline, self.latent_layout)
-        if layout.temporal_compression != 1:
-            raise ValueError(
-                f"`WalkBackGuidance` needs one latent frame per video frame, but {type(pipeline).__name__} compresses "
-                f"time x{layout.temporal_compression}; use `WalkRegCallback` for this pipeline."
-            )
-        return layout
+        return infer_layout(pipeline, self.latent_layout)
 
     def loss(self, pipeline, denoised: torch.Tensor) -> torch.Tensor:
         """Walk-back loss of ``denoised`` latents (in the pipeline's layout) against the source walk."""
@@ -114,7 +223,7 @@ class WalkBackGuidance:
         frames = layout.to_frames(denoised)
         correspondences = self.cache.for_latents(frames, layout)
         h, w = frames.shape[-2:]
-        pixels = decode_frames(pipeline, frames)
+        pixels = decode_frames(pipeline, frames, layout)
         pixels = F.interpolate(
             pixels.flatten(0, 1), size=(8 * h, 8 * w), mode="bilinear", antialias=True, align_corners=False
         )

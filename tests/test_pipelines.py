@@ -34,7 +34,6 @@ from walkreg.pipelines import (  # noqa: E402
     CorrespondenceCache,
     LatentLayout,
     SourceCorrespondences,
-    WalkBackGuidance,
     WalkRegCallback,
     infer_layout,
 )
@@ -420,22 +419,3 @@ def test_propagation_reduces_frame_to_frame_differences_on_a_static_source():
     assert after < 0.7 * before
     assert torch.equal(blended[:, 0], noisy[:, 0])
     assert propagate_denoised(noisy, corr, weight=0.0) is noisy
-
-
-# -- walk-back guidance ----------------------------------------------------------------------------------------------
-
-
-def test_walk_back_guidance_step_lowers_the_loss_and_changes_the_edit():
-    pipe, frames = tiny_sd_img2img(), video(3, 32)
-    guidance = WalkBackGuidance(tiny_encoder(), frames, weight=0.05, end=1.0)
-    denoised = torch.randn(3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    stepped, before = guidance.step(pipe, denoised)
-    with torch.no_grad():
-        after = float(guidance.loss(pipe, stepped))
-    assert after < before
-    plain = run_sd(pipe, frames, steps=3)
-    with guidance.attach(pipe):
-        guided = run_sd(pipe, frames, steps=3)
-    assert (guided - plain).abs().max() > 1e-4
-    with pytest.raises(ValueError, match="compresses time x4"):
-        guidance.layout(tiny_wan())

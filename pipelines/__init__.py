@@ -17,6 +17,8 @@ _EXPORTS = {
     "WalkBackGuidance": "guidance",
     "WalkRegPipelineOutput": "pipeline_walkreg_video_edit",
     "WalkRegVideoEditPipeline": "pipeline_walkreg_video_edit",
+    "WalkRegPipelineMixin": "pipeline_walkreg_video_edit",
+    "WalkRegInstructPix2PixPipeline": "pipeline_walkreg_instruct_pix2pix",
 }
 __all__ = sorted(_EXPORTS)
 

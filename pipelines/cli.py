@@ -20,11 +20,16 @@ from walkreg.video import probe_video, read_video, write_video
 
 
 DESCRIPTION = (
-    "Edit SOURCE frame by frame with a local Stable Diffusion 1.x-style model directory, propagating the denoised "
-    "latents along the source video's CRW correspondences; writes OUT and prints its consistency score (walkreg "
-    "score's headline, higher is more consistent). --out and --json may not be an input and replace existing files "
-    "only with --overwrite."
+    "Edit SOURCE frame by frame with a local Stable Diffusion 1.x-style model directory (img2img, or InstructPix2Pix "
+    "with the prompt as the instruction), propagating the denoised latents along the source video's CRW "
+    "correspondences; writes OUT and prints its consistency score (walkreg score's headline, higher is more "
+    "consistent). --out and --json may not be an input and replace existing files only with --overwrite."
 )
+PIPELINES = ("img2img", "instruct-pix2pix", "auto")
+# model_index.json `_class_name`s that `--pipeline auto` reads as InstructPix2Pix (anything else is img2img)
+INSTRUCT_CLASSES = ("StableDiffusionInstructPix2PixPipeline", "WalkRegInstructPix2PixPipeline")
+DEFAULT_STRENGTH = 0.6
+DEFAULT_IMAGE_GUIDANCE_SCALE = 1.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="a local diffusers model directory (model_index.json, unet/, vae/, ...) (required)",
     )
-    parser.add_argument("--prompt", required=True, help="the text prompt for every frame (required)")
+    parser.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="auto",
+        help="how MODEL edits a frame: 'img2img' (noise the frame by --strength, then denoise), 'instruct-pix2pix' "
+        "(start from noise conditioned on the frame; --prompt is the instruction) or 'auto': instruct-pix2pix when "
+        "MODEL/model_index.json names StableDiffusionInstructPix2PixPipeline, else img2img (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prompt",
+        required=True,
+        help="the text prompt for every frame; for instruct-pix2pix the edit instruction (required)",
+    )
     parser.add_argument("--out", required=True, help="the edited video to write, an .mp4 file (required)")
     parser.add_argument(
         "--encoder",
@@ -49,14 +66,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strength",
         type=finite_float,
-        default=0.6,
-        help="img2img strength in (0, 1]: how much of each frame is re-synthesised (default: %(default)s)",
+        default=None,
+        help=f"img2img strength in (0, 1]: how much of each frame is re-synthesised (default: {DEFAULT_STRENGTH}); "
+        "refused for instruct-pix2pix, which does not noise the frame but starts from noise conditioned on it",
+    )
+    parser.add_argument(
+        "--image-guidance-scale",
+        type=finite_float,
+        default=None,
+        help="instruct-pix2pix only: how closely each edited frame keeps to its source frame; below 1 turns "
+        f"classifier-free guidance (text too) off (default: {DEFAULT_IMAGE_GUIDANCE_SCALE})",
     )
     parser.add_argument(
         "--steps",
         type=int,
         default=30,
-        help="denoising steps of the full schedule, before strength cuts it (default: %(default)s)",
+        help="denoising steps of the full schedule, before img2img's strength cuts it (default: %(default)s)",
     )
     parser.add_argument(
         "--guidance-scale",
@@ -68,7 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--walkreg-weight",
         type=finite_float,
         default=0.5,
-        help="latent propagation weight in [0, 1]; 0 is plain img2img (default: %(default)s)",
+        help="latent propagation weight in [0, 1]; 0 is the plain pipeline (default: %(default)s)",
     )
     parser.add_argument(
         "--guidance-weight",
@@ -123,6 +148,57 @@ def _load_encoder(spec: str | None, model: Path):
     return encoder
 
 
+def resolve_pipeline(choice: str, model: Path) -> str:
+    """``--pipeline``: 'img2img' or 'instruct-pix2pix'; 'auto' reads ``_class_name`` in MODEL/model_index.json."""
+    if choice != "auto":
+        return choice
+    try:
+        index = json.loads((model / "model_index.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"`--model` {str(model)!r} is not a loadable diffusers directory: its model_index.json is not JSON "
+            f"({err})."
+        ) from None
+    name = index.get("_class_name") if isinstance(index, dict) else None
+    return "instruct-pix2pix" if name in INSTRUCT_CLASSES else "img2img"
+
+
+def pipeline_settings(args: argparse.Namespace, kind: str) -> dict:
+    """The call arguments that only one pipeline kind takes, checked: ``strength`` (img2img) or
+    ``image_guidance_scale`` (instruct-pix2pix)."""
+    if kind == "instruct-pix2pix":
+        if args.strength is not None:
+            raise ValueError(
+                "`--strength` does not apply to --pipeline instruct-pix2pix (it starts from noise conditioned on "
+                f"each frame instead of noising the frame), but is {args.strength}; leave it out."
+            )
+        scale = DEFAULT_IMAGE_GUIDANCE_SCALE if args.image_guidance_scale is None else args.image_guidance_scale
+        return {"image_guidance_scale": scale}
+    if args.image_guidance_scale is not None:
+        raise ValueError(
+            "`--image-guidance-scale` applies to --pipeline instruct-pix2pix only, but is "
+            f"{args.image_guidance_scale} with img2img; leave it out."
+        )
+    strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+    if not 0 < strength <= 1:
+        raise ValueError(f"`--strength` must be in (0, 1], but is {strength}.")
+    return {"strength": strength}
+
+
+def load_pipeline(kind: str, model: Path, encoder, device):
+    """The walkreg pipeline of ``kind`` from the local directory ``model`` (imports Diffusers)."""
+    if kind == "instruct-pix2pix":
+        from .pipeline_walkreg_instruct_pix2pix import WalkRegInstructPix2PixPipeline as pipeline_class
+    else:
+        from .pipeline_walkreg_video_edit import WalkRegVideoEditPipeline as pipeline_class
+    try:
+        return pipeline_class.from_pretrained(model, crw_encoder=encoder).to(device)
+    except (KeyError, AttributeError, TypeError, json.JSONDecodeError) as err:  # diffusers' errors on broken folders
+        raise ValueError(
+            f"`--model` {str(model)!r} is not a loadable diffusers directory: {type(err).__name__}: {err}"
+        ) from err
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -139,8 +215,8 @@ def run(args: argparse.Namespace) -> int:
     atomic.check_outputs_new({"--out": out, "--json": args.json}, args.overwrite)
     if args.steps < 1:
         raise ValueError(f"`--steps` must be >= 1, but is {args.steps}.")
-    if not 0 < args.strength <= 1:
-        raise ValueError(f"`--strength` must be in (0, 1], but is {args.strength}.")
+    kind = resolve_pipeline(args.pipeline, model)
+    settings = pipeline_settings(args, kind)
     if args.guidance_weight < 0:
         raise ValueError(f"`--guidance-weight` must be >= 0, but is {args.guidance_weight}.")
     size = _parse_size(args.size)
@@ -152,14 +228,7 @@ def run(args: argparse.Namespace) -> int:
         )
     device = resolve_device(args.device)
     encoder = _load_encoder(args.encoder, model)
-    from .pipeline_walkreg_video_edit import WalkRegVideoEditPipeline  # Diffusers: only once the arguments hold
-
-    try:
-        pipe = WalkRegVideoEditPipeline.from_pretrained(model, crw_encoder=encoder).to(device)
-    except (KeyError, AttributeError, TypeError, json.JSONDecodeError) as err:  # diffusers' errors on broken folders
-        raise ValueError(
-            f"`--model` {str(model)!r} is not a loadable diffusers directory: {type(err).__name__}: {err}"
-        ) from err
+    pipe = load_pipeline(kind, model, encoder, device)
     pipe.set_progress_bar_config(
         disable=os.environ.get("WALKREG_NO_PROGRESS", "") not in ("", "0"), desc="denoising", leave=False
     )
@@ -168,12 +237,12 @@ def run(args: argparse.Namespace) -> int:
         video=frames,
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
-        strength=args.strength,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance_scale,
         generator=generator,
         walkreg_weight=args.walkreg_weight,
         guidance_weight=args.guidance_weight,
+        **settings,
     )
     fps = args.fps or (info.fps / args.stride if info.fps else 24.0)
     scores = {
@@ -181,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
         "out": str(out),
         "num_frames": len(result.frames),
         "seed": args.seed,
-        "strength": args.strength,
+        "pipeline": kind,
+        **settings,
         "walkreg_weight": args.walkreg_weight,
         **result.consistency,
     }

@@ -2,8 +2,11 @@
 
 Supported layouts (the names spell the latent tensor's axes):
 
-- ``"FCHW"``: frames are the batch, ``(F, C, h, w)`` -- per-frame Stable Diffusion img2img and ControlNet img2img.
-- ``"BCFHW"``: ``(B, C, F, h, w)`` -- AnimateDiff video-to-video (no time compression) and Wan (x4, causal).
+- ``"FCHW"``: frames are the batch, ``(F, C, h, w)`` -- per-frame Stable Diffusion img2img, ControlNet img2img and
+  InstructPix2Pix (its UNet takes 8 channels, the noisy latents and the frame's image latents, but the latents the
+  scheduler steps and the callbacks see are the 4-channel ``(F, 4, h, w)``).
+- ``"BCFHW"``: ``(B, C, F, h, w)`` -- AnimateDiff video-to-video, with or without ControlNet (no time compression),
+  and Wan (x4, causal).
 - ``"BFCHW"``: ``(B, F, C, h, w)`` -- CogVideoX video-to-video (x4, causal).
 
 A *causal* time-compressed VAE encodes source frame 0 alone in latent frame 0 and frames ``r*(j-1)+1 .. r*j`` in
@@ -23,6 +26,7 @@ LAYOUTS = ("FCHW", "BCFHW", "BFCHW")
 _KNOWN_PIPELINES = {
     "StableDiffusionImg2ImgPipeline": ("FCHW", None, False),
     "StableDiffusionControlNetImg2ImgPipeline": ("FCHW", None, False),
+    "StableDiffusionInstructPix2PixPipeline": ("FCHW", None, False),
     "AnimateDiffVideoToVideoPipeline": ("BCFHW", None, False),
     "AnimateDiffVideoToVideoControlNetPipeline": ("BCFHW", None, False),
     "WanVideoToVideoPipeline": ("BCFHW", "vae_scale_factor_temporal", True),

@@ -1,8 +1,9 @@
 """``WalkRegVideoEditPipeline``: per-frame Stable Diffusion img2img with walkreg's propagation and guidance
-built in."""
+built in; ``WalkRegPipelineMixin``: the walkreg part it shares with the InstructPix2Pix sibling."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ EXAMPLE_DOC_STRING = """
 
 @dataclass
 class WalkRegPipelineOutput(BaseOutput):
-    """Output of :class:`WalkRegVideoEditPipeline`.
+    """Output of :class:`WalkRegVideoEditPipeline` and :class:`WalkRegInstructPix2PixPipeline`.
 
     Attributes:
         frames: the edited video, ``(T, 3, H, W)`` float in [0, 1] for ``output_type="pt"``, ``(T, H, W, 3)`` for
@@ -55,14 +56,13 @@ class WalkRegPipelineOutput(BaseOutput):
     consistency: dict[str, float] | None
 
 
-class WalkRegVideoEditPipeline(StableDiffusionImg2ImgPipeline):
-    """Edit a video frame by frame with Stable Diffusion img2img, held together by CRW source correspondences.
+class WalkRegPipelineMixin:
+    """walkreg's part of a Diffusers pipeline whose batch is the frames of one video.
 
-    The frames are the batch. :class:`~walkreg.pipelines.WalkRegCallback` propagates the denoised latents along the
-    source video's transitions from the first step, :class:`~walkreg.pipelines.WalkBackGuidance` optionally adds the
-    walk-back gradient step, and the result is scored with :func:`walkreg.scoring.score_clip`. Components are those
-    of :class:`~diffusers.StableDiffusionImg2ImgPipeline` plus ``crw_encoder`` (a :class:`~walkreg.CRWEncoder`), so
-    ``from_pretrained(sd_directory, crw_encoder=encoder)`` loads any local SD-1.x-style directory.
+    Mixed in before the Diffusers class (``class P(WalkRegPipelineMixin, StableDiffusionImg2ImgPipeline)``), it gives
+    the CRW encoder attribute and its ``crw_encoder/`` folder, the input checks, the per-frame text arguments, the
+    :class:`~walkreg.pipelines.WalkRegCallback` and :class:`~walkreg.pipelines.WalkBackGuidance` hooks around the
+    parent's denoising loop, and the scored :class:`WalkRegPipelineOutput`.
 
     The CRW encoder is an attribute, not a registered Diffusers component (Diffusers' device, offload and
     serialisation machinery only knows its own model classes): :meth:`save_pretrained` writes it to a
@@ -91,8 +91,15 @@ class WalkRegVideoEditPipeline(StableDiffusionImg2ImgPipeline):
             self.crw_encoder.save_pretrained(Path(save_directory) / ENCODER_FOLDER)
 
     def check_walkreg_inputs(
-        self, frames: torch.Tensor, walkreg_weight: float, guidance_weight: float, strength: float
+        self,
+        frames: torch.Tensor,
+        walkreg_weight: float,
+        walkreg_range: tuple[float, float],
+        guidance_weight: float,
+        guidance_range: tuple[float, float],
+        output_type: str,
     ) -> None:
+        """Refuse what walkreg cannot use; ``frames`` is ``(T, 3, H, W)``."""
         if frames.shape[0] < 2:
             raise ValueError(f"`video` must have at least 2 frames, but has {frames.shape[0]}.")
         multiple = self.vae_scale_factor
@@ -105,13 +112,103 @@ class WalkRegVideoEditPipeline(StableDiffusionImg2ImgPipeline):
             raise ValueError(f"`walkreg_weight` must be in [0, 1], but is {walkreg_weight}.")
         if guidance_weight < 0:
             raise ValueError(f"`guidance_weight` must be >= 0, but is {guidance_weight}.")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"`strength` must be in (0, 1], but is {strength}.")
         if self.crw_encoder is None:
             raise ValueError(
                 "`crw_encoder` is not set: pass `crw_encoder=CRWEncoder.from_pretrained(...)` to `from_pretrained` "
                 "or assign `pipe.crw_encoder`."
             )
+        check_step_range(*walkreg_range)
+        check_step_range(*guidance_range)
+        if output_type not in ("pt", "np", "pil"):
+            raise ValueError(f"`output_type` must be 'pt', 'np' or 'pil', but is {output_type!r}.")
+
+    @staticmethod
+    def per_frame_text(
+        num_frames: int,
+        prompt: str | list[str] | None,
+        negative_prompt: str | list[str] | None,
+        prompt_embeds: torch.Tensor | None,
+        negative_prompt_embeds: torch.Tensor | None,
+    ) -> dict:
+        """The parent call's text arguments with the frames as the batch: one text repeated ``num_frames`` times,
+        ``(1, L, D)`` embeddings expanded to ``(num_frames, L, D)``."""
+        if prompt_embeds is not None and prompt_embeds.shape[0] == 1:
+            prompt_embeds = prompt_embeds.expand(num_frames, -1, -1)
+        if negative_prompt_embeds is not None and negative_prompt_embeds.shape[0] == 1:
+            negative_prompt_embeds = negative_prompt_embeds.expand(num_frames, -1, -1)
+        return {
+            "prompt": [prompt] * num_frames if isinstance(prompt, str) else prompt,
+            "negative_prompt": [negative_prompt] * num_frames if isinstance(negative_prompt, str) else negative_prompt,
+            "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": negative_prompt_embeds,
+        }
+
+    @contextmanager
+    def walkreg_hooks(
+        self,
+        frames: torch.Tensor,
+        walkreg_weight: float,
+        walkreg_range: tuple[float, float],
+        anchor_mix: float,
+        guidance_weight: float,
+        guidance_range: tuple[float, float],
+        correspondence_config: CorrespondenceConfig | None,
+        callback_on_step_end=None,
+    ):
+        """Tap the scheduler for propagation and guidance over ``frames`` (``(T, 3, H, W)``, the source) for the block;
+        yields the :class:`MultiPipelineCallbacks` to pass to the parent call (walkreg's, then
+        ``callback_on_step_end``). The source correspondences are built on the first step that needs them, once."""
+        cache = CorrespondenceCache(
+            self.crw_encoder, frames, correspondence_config, show_progress=not self._progress_disabled()
+        )
+        callback = WalkRegCallback(
+            weight=walkreg_weight, start=walkreg_range[0], end=walkreg_range[1], anchor_mix=anchor_mix, cache=cache
+        )
+        guidance = WalkBackGuidance(
+            weight=guidance_weight, start=guidance_range[0], end=guidance_range[1], cache=cache
+        )
+        callbacks = MultiPipelineCallbacks(
+            [callback, callback_on_step_end] if callback_on_step_end is not None else [callback]
+        )
+        with callback.attach(self), guidance.attach(self):
+            yield callbacks
+
+    def walkreg_output(
+        self, edited: torch.Tensor, frames: torch.Tensor, score: bool, output_type: str, return_dict: bool
+    ):
+        """Score ``edited`` (``(T, 3, H, W)`` float in [0, 1] on the CPU) against the source ``frames`` and convert
+        it to ``output_type``."""
+        scores = None
+        if score:
+            source = (
+                torch.nn.functional.interpolate(frames, size=edited.shape[-2:], mode="area")
+                if frames.shape[-2:] != edited.shape[-2:]
+                else frames
+            )
+            scores = score_clip(edited, self.crw_encoder, source=source).overall
+        if output_type == "np":
+            edited = edited.permute(0, 2, 3, 1).numpy()
+        elif output_type == "pil":
+            edited = self.image_processor.numpy_to_pil(edited.permute(0, 2, 3, 1).numpy())
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return edited, scores
+        return WalkRegPipelineOutput(frames=edited, consistency=scores)
+
+    def _progress_disabled(self) -> bool:
+        return bool(getattr(self, "_progress_bar_config", {}).get("disable", False))
+
+
+class WalkRegVideoEditPipeline(WalkRegPipelineMixin, StableDiffusionImg2ImgPipeline):
+    """Edit a video frame by frame with Stable Diffusion img2img, held together by CRW source correspondences.
+
+    The frames are the batch. :class:`~walkreg.pipelines.WalkRegCallback` propagates the denoised latents along the
+    source video's transitions from the first step, :class:`~walkreg.pipelines.WalkBackGuidance` optionally adds the
+    walk-back gradient step, and the result is scored with :func:`walkreg.scoring.score_clip`. Components are those
+    of :class:`~diffusers.StableDiffusionImg2ImgPipeline` plus ``crw_encoder`` (a :class:`~walkreg.CRWEncoder`), so
+    ``from_pretrained(sd_directory, crw_encoder=encoder)`` loads any local SD-1.x-style directory; the encoder is
+    kept as :class:`WalkRegPipelineMixin` describes.
+    """
 
     @torch.no_grad()
     @replace_example_docstring(EXAMPLE_DOC_STRING)
@@ -158,79 +255,35 @@ class WalkRegVideoEditPipeline(StableDiffusionImg2ImgPipeline):
         Returns:
             :class:`WalkRegPipelineOutput`, or ``(frames, consistency)`` when ``return_dict=False``.
         """
-        # 1. Check inputs
         frames = as_frames(video)
-        self.check_walkreg_inputs(frames, walkreg_weight, guidance_weight, strength)
-        check_step_range(*walkreg_range)
-        check_step_range(*guidance_range)
-        if output_type not in ("pt", "np", "pil"):
-            raise ValueError(f"`output_type` must be 'pt', 'np' or 'pil', but is {output_type!r}.")
-        num_frames = frames.shape[0]
-
-        # 2. Per-frame prompts: the frames are the batch
-        if prompt_embeds is not None and prompt_embeds.shape[0] == 1:
-            prompt_embeds = prompt_embeds.expand(num_frames, -1, -1)
-        if negative_prompt_embeds is not None and negative_prompt_embeds.shape[0] == 1:
-            negative_prompt_embeds = negative_prompt_embeds.expand(num_frames, -1, -1)
-        prompts = [prompt] * num_frames if isinstance(prompt, str) else prompt
-        negatives = [negative_prompt] * num_frames if isinstance(negative_prompt, str) else negative_prompt
-
-        # 3. Source correspondences (built on the first step that needs them, once) and walkreg's hooks
-        device = self._execution_device
-        cache = CorrespondenceCache(
-            self.crw_encoder, frames, correspondence_config, show_progress=not self._progress_disabled()
+        self.check_walkreg_inputs(frames, walkreg_weight, walkreg_range, guidance_weight, guidance_range, output_type)
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"`strength` must be in (0, 1], but is {strength}.")
+        text = self.per_frame_text(frames.shape[0], prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)
+        hooks = self.walkreg_hooks(
+            frames,
+            walkreg_weight,
+            walkreg_range,
+            anchor_mix,
+            guidance_weight,
+            guidance_range,
+            correspondence_config,
+            callback_on_step_end,
         )
-        callback = WalkRegCallback(
-            weight=walkreg_weight, start=walkreg_range[0], end=walkreg_range[1], anchor_mix=anchor_mix, cache=cache
-        )
-        guidance = WalkBackGuidance(
-            weight=guidance_weight, start=guidance_range[0], end=guidance_range[1], cache=cache
-        )
-        callbacks = MultiPipelineCallbacks(
-            [callback, callback_on_step_end] if callback_on_step_end is not None else [callback]
-        )
-
-        # 4. Denoise with the img2img loop, the scheduler tapped for propagation and guidance
-        with callback.attach(self), guidance.attach(self):
+        with hooks as callbacks:
             edited = (
                 super()
                 .__call__(
-                    prompt=prompts,
-                    image=frames.to(device),
+                    image=frames.to(self._execution_device),
                     strength=strength,
                     num_inference_steps=num_inference_steps,
                     guidance_scale=guidance_scale,
-                    negative_prompt=negatives,
                     generator=generator,
-                    prompt_embeds=prompt_embeds,
-                    negative_prompt_embeds=negative_prompt_embeds,
                     output_type="pt",
                     callback_on_step_end=callbacks,
                     callback_on_step_end_tensor_inputs=callbacks.tensor_inputs,
+                    **text,
                 )
-                .images.float()
-                .cpu()
+                .images
             )
-
-        # 5. Consistency of the result against the source
-        scores = None
-        if score:
-            source = (
-                torch.nn.functional.interpolate(frames, size=edited.shape[-2:], mode="area")
-                if frames.shape[-2:] != edited.shape[-2:]
-                else frames
-            )
-            scores = score_clip(edited, self.crw_encoder, source=source).overall
-
-        # 6. Output
-        if output_type == "np":
-            edited = edited.permute(0, 2, 3, 1).numpy()
-        elif output_type == "pil":
-            edited = self.image_processor.numpy_to_pil(edited.permute(0, 2, 3, 1).numpy())
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return edited, scores
-        return WalkRegPipelineOutput(frames=edited, consistency=scores)
-
-    def _progress_disabled(self) -> bool:
-        return bool(getattr(self, "_progress_bar_config", {}).get("disable", False))
+        return self.walkreg_output(edited.float().cpu(), frames, score, output_type, return_dict)

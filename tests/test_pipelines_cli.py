@@ -34,26 +34,29 @@ def byte_tokenizer(folder) -> CLIPTokenizer:
     return CLIPTokenizer.from_pretrained(folder)
 
 
+def tiny_text_config() -> CLIPTextConfig:
+    """A tiny CLIP text encoder config whose width is the tiny UNet's cross-attention width (``EMBED``)."""
+    return CLIPTextConfig(
+        bos_token_id=0,
+        eos_token_id=2,
+        hidden_size=EMBED,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        pad_token_id=1,
+        vocab_size=1000,
+        max_position_embeddings=16,
+    )
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A saved tiny SD directory with text encoder and tokenizer, and the CRW encoder in ``crw_encoder/``."""
     root = tmp_path_factory.mktemp("tiny-sd")
     components = tiny_sd_components()
     torch.manual_seed(0)
-    components["text_encoder"] = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            hidden_size=EMBED,
-            intermediate_size=37,
-            layer_norm_eps=1e-5,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            pad_token_id=1,
-            vocab_size=1000,
-            max_position_embeddings=16,
-        )
-    )
+    components["text_encoder"] = CLIPTextModel(tiny_text_config())
     components["tokenizer"] = byte_tokenizer(root / "tok")
     pipe = WalkRegVideoEditPipeline(
         **components, safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False

@@ -237,18 +237,18 @@ def run_animatediff(pipe, frames, callback=None, steps=2):
     ).frames
 
 
-def run_wan(pipe, frames, callback=None, steps=2):
+def run_wan(pipe, frames, callback=None, steps=2, strength=0.8, output_type="pt"):
     g = torch.Generator().manual_seed(0)
     cond = torch.randn(1, 16, 32, generator=g)
     return pipe(
         video=to_pil(frames),
         height=frames.shape[-2],
         width=frames.shape[-1],
-        strength=0.8,
+        strength=strength,
         num_inference_steps=steps,
         guidance_scale=2.0,
         generator=g,
-        output_type="pt",
+        output_type=output_type,
         callback_on_step_end=callback,
         prompt_embeds=cond,
         negative_prompt_embeds=0.5 * cond,

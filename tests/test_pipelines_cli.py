@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,8 +18,9 @@ from testing_utils import CLIPS, tiny_encoder  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 
 from walkreg.cli import main  # noqa: E402
+from walkreg.flow import flow_warp_error  # noqa: E402
 from walkreg.pipelines import WalkRegVideoEditPipeline  # noqa: E402
-from walkreg.video import probe_video  # noqa: E402
+from walkreg.video import probe_video, read_video  # noqa: E402
 
 
 def byte_tokenizer(folder) -> CLIPTokenizer:
@@ -144,3 +147,38 @@ def test_walkreg_edit_cli_errors_are_one_line_and_leave_no_output(model_dir, tmp
     )
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob("*.mp4"))
+
+
+# Stable Diffusion 1.5's own scheduler_config.json: what `walkreg edit` gets from a stock SD-1.5 directory
+SD15_SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+
+
+def test_walkreg_edit_with_sd15s_stock_pndm_scheduler_cuts_flicker(model_dir, tmp_path):
+    stock = tmp_path / "sd15-like"
+    shutil.copytree(model_dir, stock)
+    (stock / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD15_SCHEDULER))
+    index = json.loads((stock / "model_index.json").read_text())
+    (stock / "model_index.json").write_text(json.dumps({**index, "scheduler": ["diffusers", "PNDMScheduler"]}))
+    source = read_video(CLIPS / "carphone.mp4", max_frames=6, size=(32, 40))
+    flickers = {}
+    for weight in ("0", "1"):
+        out = tmp_path / f"edited-{weight}.mp4"
+        args = ["edit", str(CLIPS / "carphone.mp4"), "--model", str(stock), "--prompt", "a cartoon", "--out", str(out)]
+        options = ["--size", "32x40", "--max-frames", "6", "--steps", "10", "--walkreg-weight", weight]
+        assert main([*args, *options]) == 0
+        edited = read_video(out)
+        flickers[weight] = np.mean([flow_warp_error(source[t : t + 2], edited[t : t + 2]) for t in range(5)])
+    assert WalkRegVideoEditPipeline.from_pretrained(stock).scheduler.config.skip_prk_steps
+    print(f"flicker of the edit with SD-1.5's PNDM: plain {flickers['0']:.4f}, walkreg {flickers['1']:.4f}")
+    assert flickers["1"] < 0.7 * flickers["0"]

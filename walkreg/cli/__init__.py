@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "stabilize": ("walkreg.cli.stabilize", "remove flicker from a frame-by-frame edit along the source motion", None),
     "edit": (
         "walkreg.pipelines.cli",
-        "edit a video with Stable Diffusion img2img + walkreg propagation, and score it",
+        "edit a video with Stable Diffusion img2img or InstructPix2Pix + walkreg propagation, and score it",
         "diffusers",
     ),
     "train": (

@@ -45,11 +45,11 @@ def main() -> None:
     )
     encoder = CRWEncoder.from_pretrained(args.encoder)
     callback = WalkRegCallback(encoder, frames, weight=args.weight)
-    pil = [pipe.image_processor.pt_to_numpy(f[None])[0] for f in frames]
+    pil = pipe.video_processor.numpy_to_pil(frames.permute(0, 2, 3, 1).numpy())  # AnimateDiff has no image_processor
     with callback.attach(pipe):
         edited = (
             pipe(
-                video=[pipe.image_processor.numpy_to_pil(pil)],
+                video=[pil],
                 prompt=args.prompt,
                 height=args.size[0],
                 width=args.size[1],

@@ -185,7 +185,8 @@ class WalkBackGuidance:
         weight: step size as a fraction of the estimate's RMS (the gradient is RMS-normalised); 0 disables it.
         start, end: the fraction ``[start, end)`` of the denoising steps where it acts.
         temperature: softmax temperature of the edited transitions.
-        latent_layout: override the layout detected from the pipeline (one of ``LAYOUTS``).
+        latent_layout, temporal_compression: override the layout detected from the pipeline (one of ``LAYOUTS``,
+            and the source frames per latent frame if its VAE compresses time).
 
     Use ``with guidance.attach(pipe): pipe(...)``.
     """
@@ -200,22 +201,18 @@ class WalkBackGuidance:
         temperature: float = 0.05,
         latent_layout: str | None = None,
         cache: CorrespondenceCache | None = None,
+        temporal_compression: int | None = None,
     ):
         if weight < 0:
             raise ValueError(f"`weight` must be >= 0, but is {weight}.")
         check_step_range(start, end)
         self.encoder = encoder if encoder is not None else cache.encoder
         self.cache = cache or CorrespondenceCache(encoder, source_video, CorrespondenceConfig(temperature=temperature))
-        self.weight, self.start, self.end, self.temperature, self.latent_layout = (
-            weight,
-            start,
-            end,
-            temperature,
-            latent_layout,
-        )
+        self.weight, self.start, self.end, self.temperature = weight, start, end, temperature
+        self.latent_layout, self.temporal_compression = latent_layout, temporal_compression
 
     def layout(self, pipeline) -> LatentLayout:
-        return infer_layout(pipeline, self.latent_layout)
+        return infer_layout(pipeline, self.latent_layout, self.temporal_compression)
 
     def loss(self, pipeline, denoised: torch.Tensor) -> torch.Tensor:
         """Walk-back loss of ``denoised`` latents (in the pipeline's layout) against the source walk."""

@@ -98,3 +98,8 @@ def test_sparse_loss_and_gradient_equal_the_dense_reference(layout):
     assert dense_grad.abs().max() > 0
     with pytest.raises(ValueError, match="`chunk_size` must be >= 1, but is 0"):
         walk_back_against_source(edited, corr, 0.05, chunk_size=0)
+
+
+def test_the_layout_override_carries_time_compression():
+    guidance = WalkBackGuidance(tiny_encoder(), video(9, 16), latent_layout="BCFHW", temporal_compression=4)
+    assert guidance.layout(object()) == LatentLayout("BCFHW", 4, causal=True)

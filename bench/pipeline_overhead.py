@@ -9,7 +9,8 @@ the repo's ``cups.mp4`` fixture. Measured side by side in one run:
 - walkreg's per-step work: the scheduler tap (denoised estimate) plus ``WalkRegCallback`` (propagation of the 8
   frames along the cached transitions), i.e. (tapped step + callback) - plain step;
 - the one-time cost of the source correspondences;
-- with ``--guidance``: one ``WalkBackGuidance`` step (SD-shaped VAE decode + encoder, forward and backward);
+- with ``--guidance``: one ``WalkBackGuidance`` step, on latent features and on CRW features of the VAE-decoded
+  estimate (SD-shaped VAE decode + encoder, forward and backward);
 - the bytes of cached transitions for 8, 16, 32 and 64 frames (the clip is played back and forth to get 64).
 
 With ``--loss`` it measures only the walk-back loss of 2 and 8 frames on a 64x64 latent grid (512x512 SD; ResNet-18
@@ -227,12 +228,15 @@ def main() -> None:
 
     if args.guidance:
         vae = AutoencoderKL(**SD15_VAE).eval()
-        guidance = WalkBackGuidance(weight=0.05, latent_layout="FCHW", cache=cache)
-        guide_s, _ = timed(lambda: guidance.step(SimpleNamespace(vae=vae, scheduler=scheduler), latents), 1)
-        print(
-            f"WalkBackGuidance step (VAE decode + CRW, fwd + bwd): {guide_s * 1000:9.1f} ms = "
-            f"{guide_s / unet_s:.2f} UNet steps"
-        )
+        what = {"latent": "latent features, fwd + bwd", "crw": "VAE decode + CRW, fwd + bwd"}
+        for features in ("latent", "crw"):
+            guidance = WalkBackGuidance(weight=0.05, latent_layout="FCHW", cache=cache, features=features)
+            step = functools.partial(guidance.step, SimpleNamespace(vae=vae, scheduler=scheduler), latents)
+            guide_s, _ = timed(step, 3 if features == "latent" else 1)
+            print(
+                f"WalkBackGuidance step ({what[features]}): {guide_s * 1000:9.1f} ms = "
+                f"{guide_s / unet_s:.2f} UNet steps"
+            )
 
     print("\ncached transitions (32x32 latent grid, top-k 10):")
     print(f"{'frames':>7} {'MiB':>9} {'KiB/frame':>10} {'build s':>8}")

@@ -91,6 +91,17 @@ def decode_frames(pipeline, frames: torch.Tensor, layout: LatentLayout | None = 
     return ((pixels.float() + 1) / 2).clamp(0, 1)
 
 
+FEATURES = ("crw", "latent")
+
+
+def latent_features(frames: torch.Tensor) -> torch.Tensor:
+    """``(B, F, C, h, w)`` latent frames -> ``(B, 9C, F, h, w)``: each cell's 3x3 neighbourhood of latent values,
+    L2-normalised. The walk-back loss on these needs no VAE decode and no encoder pass, forward or backward."""
+    b, f, c, h, w = frames.shape
+    patches = F.unfold(frames.flatten(0, 1).float(), kernel_size=3, padding=1).view(b, f, 9 * c, h, w)
+    return F.normalize(patches, dim=2).transpose(1, 2)
+
+
 def _log_probability_block(
     rows: torch.Tensor, keys: torch.Tensor, neighbours: torch.Tensor, nodes: torch.Tensor, temperature: float
 ) -> torch.Tensor:
@@ -187,6 +198,8 @@ class WalkBackGuidance:
         temperature: softmax temperature of the edited transitions.
         latent_layout, temporal_compression: override the layout detected from the pipeline (one of ``LAYOUTS``,
             and the source frames per latent frame if its VAE compresses time).
+        features: what the edited walk runs on: ``"crw"``, the CRW encoder on the VAE-decoded estimate (costly), or
+            ``"latent"``, each latent cell's 3x3 neighbourhood (:func:`latent_features`; no decode, no encoder).
 
     Use ``with guidance.attach(pipe): pipe(...)``.
     """
@@ -202,14 +215,17 @@ class WalkBackGuidance:
         latent_layout: str | None = None,
         cache: CorrespondenceCache | None = None,
         temporal_compression: int | None = None,
+        features: str = "crw",
     ):
         if weight < 0:
             raise ValueError(f"`weight` must be >= 0, but is {weight}.")
+        if features not in FEATURES:
+            raise ValueError(f"`features` must be one of {FEATURES}, but is {features!r}.")
         check_step_range(start, end)
         self.encoder = encoder if encoder is not None else cache.encoder
         self.cache = cache or CorrespondenceCache(encoder, source_video, CorrespondenceConfig(temperature=temperature))
         self.weight, self.start, self.end, self.temperature = weight, start, end, temperature
-        self.latent_layout, self.temporal_compression = latent_layout, temporal_compression
+        self.latent_layout, self.temporal_compression, self.features = latent_layout, temporal_compression, features
 
     def layout(self, pipeline) -> LatentLayout:
         return infer_layout(pipeline, self.latent_layout, self.temporal_compression)
@@ -219,6 +235,8 @@ class WalkBackGuidance:
         layout = self.layout(pipeline)
         frames = layout.to_frames(denoised)
         correspondences = self.cache.for_latents(frames, layout)
+        if self.features == "latent":
+            return walk_back_against_source(latent_features(frames), correspondences, self.temperature)
         h, w = frames.shape[-2:]
         pixels = decode_frames(pipeline, frames, layout)
         pixels = F.interpolate(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,16 +79,47 @@ def run_demo(
     frames: int | None = None,
     seed: int = 0,
 ) -> DemoResult:
-    """The demo end to end, written into the folder ``out`` all or none.
+    """The demo end to end, written into the folder ``out`` all or none (see :func:`produce_demo`): the per-frame
+    edit is :func:`flickering_edit`, and walkreg's version is that edit stabilised along the source's
+    correspondences (:func:`walkreg.stabilize.stabilize`)."""
+    encoder = CachedFeatures(create_features(encoder_name))  # the source is stabilised, then scored
 
-    1. The first ``frames`` frames of ``clip`` are written as ``source.mp4`` and their per-frame edit
-       (:func:`flickering_edit`) as ``per_frame_edit.mp4``.
-    2. The edit is stabilised along the source's correspondences (``walkreg.mp4``), and both edits are scored against
-       the source with one shared source pass (:func:`walkreg.scoring.score_clips`, with the DIS-flow baseline when
+    def stabilised(source: torch.Tensor, edited: torch.Tensor) -> torch.Tensor:
+        steps = stabilize(source, edited, encoder, StabilizeConfig())
+        return torch.stack(list(progress(steps, desc="stabilize", total=len(source))))
+
+    def edit(source: torch.Tensor) -> torch.Tensor:
+        return flickering_edit(source, seed=seed)
+
+    return produce_demo(out, clip, encoder, encoder_name, edit, stabilised, frames)
+
+
+def produce_demo(
+    out: str | os.PathLike,
+    clip: str | os.PathLike,
+    encoder,
+    encoder_name: str,
+    edit: Callable[[torch.Tensor], torch.Tensor],
+    walkreg_edit: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    frames: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> DemoResult:
+    """A demo's files, written into the folder ``out`` all or none.
+
+    1. The first ``frames`` frames of ``clip`` (resized to ``size``) are written as ``source.mp4`` and
+       ``edit(source)`` as ``per_frame_edit.mp4``.
+    2. ``walkreg_edit(source, per_frame_edit)`` is written as ``walkreg.mp4``, and both edits are scored against the
+       source with one shared source pass (:func:`walkreg.scoring.score_clips`, with the DIS-flow baseline when
        OpenCV is installed). Everything is computed from the files as written and decoded again, so ``walkreg score
        walkreg.mp4 --source source.mp4`` gives the same scores.
     3. ``side_by_side.mp4`` (source | per-frame edit | walkreg), ``scores.json`` and the HTML reports
        ``report.html`` (walkreg) and ``report_per_frame_edit.html``.
+
+    Args:
+        encoder: the features that score both edits (``(T, 3, H, W)`` clips in [0, 1] in, as for
+            :func:`walkreg.scoring.score_clips`).
+        edit: ``(T, 3, H, W)`` source -> the per-frame edit, same shape, in [0, 1].
+        walkreg_edit: ``(source, per-frame edit)`` -> walkreg's version of the edit, same shape, in [0, 1].
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -95,11 +127,10 @@ def run_demo(
     atomic.check_outputs_differ({f"out/{name}": out / name for name in DEMO_OUTPUTS}, {"clip": clip})
     info = probe_video(clip)
     check_frame_size("`clip`", clip, info)
-    clip_frames = read_video(clip, max_frames=frames)
+    clip_frames = read_video(clip, max_frames=frames, size=size)
     if clip_frames.shape[0] < 2:
         raise ValueError(f"`clip` {str(clip)!r} needs at least 2 frames, but has {clip_frames.shape[0]}.")
     fps = info.fps or 15.0
-    encoder = CachedFeatures(create_features(encoder_name))  # the source is stabilised, then scored
     with_flow = importlib.util.find_spec("cv2") is not None and max(clip_frames.shape[-2:]) >= DIS_MIN_SIZE
     config = ScoreConfig(include_flow=with_flow, num_worst=WORST_PAIRS, preview_frames=PREVIEW_FRAMES)
     with atomic.output_set() as outputs:
@@ -108,11 +139,8 @@ def run_demo(
             return read_video(outputs.write(out / name, lambda tmp: write_video(tmp, video, fps=fps)))
 
         source = written("source.mp4", clip_frames)
-        edited = written("per_frame_edit.mp4", flickering_edit(source, seed=seed))
-        stabilising = progress(
-            stabilize(source, edited, encoder, StabilizeConfig()), desc="stabilize", total=len(source)
-        )
-        stabilised = written("walkreg.mp4", torch.stack(list(stabilising)))
+        edited = written("per_frame_edit.mp4", edit(source))
+        stabilised = written("walkreg.mp4", walkreg_edit(source, edited))
         scores = score_clips(
             {"per_frame_edit": edited, "walkreg": stabilised}, encoder, source, config, len(source), "score both edits"
         )

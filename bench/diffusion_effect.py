@@ -1,6 +1,6 @@
 """Benchmark: what walkreg's two Diffusers mechanisms do to a real diffusion edit, per latent layout, in one run.
 
-The model is the small img2img model trained here (``tests/fixtures/tiny-diffusion``, see its README): SDEdit at
+The model is the small img2img model trained here (``pipelines/assets/tiny-diffusion``, see its README): SDEdit at
 strength 0.6 re-synthesises texture that differs frame to frame, as real models do. Layouts:
 
 - ``per-frame``: ``StableDiffusionImg2ImgPipeline``, the frames are the batch;
@@ -35,14 +35,14 @@ from machine import describe
 
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the trained model's loader and the tiny video pipelines live with the tests
+sys.path.insert(0, str(ROOT / "tests"))  # the tiny random video pipelines live with the tests
 
 from test_pipelines import run_wan, tiny_cogvideox, to_pil  # noqa: E402
-from tiny_diffusion import load_tiny_diffusion  # noqa: E402
 
 from walkreg.features import create_features  # noqa: E402
 from walkreg.flow import flow_warp_error  # noqa: E402
 from walkreg.pipelines import CorrespondenceCache, WalkBackGuidance, WalkRegCallback, infer_layout  # noqa: E402
+from walkreg.pipelines.tiny_diffusion import load_tiny_diffusion  # noqa: E402
 from walkreg.video import read_video  # noqa: E402
 
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from walkreg.cli import main
@@ -64,3 +65,16 @@ def test_demo_that_fails_late_leaves_no_files(tmp_path, monkeypatch, capsys):
     assert "report failed" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "demo").iterdir()] == ["scores.json"]  # no new file, no temporary
     assert (tmp_path / "demo" / "scores.json").read_text() == "an earlier run"
+
+
+def test_diffusion_demo_edits_with_the_bundled_model_and_walkreg_cuts_its_flicker(tmp_path, capsys):
+    pytest.importorskip("diffusers")
+    out = tmp_path / "demo"
+    assert main(["demo", "--diffusion", "--out", str(out), "--frames", "6"]) == 0
+    source, edited = read_video(out / "source.mp4"), read_video(out / "per_frame_edit.mp4")
+    assert source.shape == (6, 3, 64, 112) and edited.shape == source.shape  # the model's size, aspect kept
+    assert read_video(out / "side_by_side.mp4").shape[-1] == 3 * 112
+    scores = json.loads((out / "scores.json").read_text())
+    before, after = scores["per_frame_edit"]["overall"], scores["walkreg"]["overall"]
+    assert after["flow_warp_error"] < 0.7 * before["flow_warp_error"] and after["consistency"] > before["consistency"]
+    assert "walkreg score" in capsys.readouterr().out

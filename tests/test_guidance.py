@@ -34,11 +34,12 @@ LAYOUTS = {
 }
 
 
+@pytest.mark.parametrize("features", ["crw", "latent"])
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_walk_back_guidance_step_lowers_the_loss_and_changes_the_edit(name):
+def test_walk_back_guidance_step_lowers_the_loss_and_changes_the_edit(name, features):
     make, run, num_frames, size, shape = LAYOUTS[name]
     pipe, frames = make(), video(num_frames, size)
-    guidance = WalkBackGuidance(tiny_encoder(), frames, weight=0.01, end=1.0)
+    guidance = WalkBackGuidance(tiny_encoder(), frames, weight=0.01, end=1.0, features=features)
     denoised = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     stepped, before = guidance.step(pipe, denoised)
     with torch.no_grad():
@@ -57,7 +58,7 @@ def test_walk_back_guidance_step_lowers_the_loss_and_changes_the_edit(name):
         decoded = decode_frames(pipe, layout.to_frames(final["latents"]), layout)[0]
     kept = [layout.source_frame(j) for j in range(decoded.shape[0])]
     assert_tensors_close(decoded, plain.reshape(-1, *plain.shape[-3:])[kept], atol=1e-5)
-    with WalkBackGuidance(weight=0.0, end=1.0, cache=guidance.cache).attach(pipe):
+    with WalkBackGuidance(weight=0.0, end=1.0, cache=guidance.cache, features=features).attach(pipe):
         assert torch.equal(run(pipe, frames, steps=3), plain), f"{name}: weight 0 changed the output"
     with guidance.attach(pipe):
         guided = run(pipe, frames, steps=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,7 +16,9 @@ DESCRIPTION = (
     "edit with walkreg along the source's CRW correspondences, score both against the source, and write "
     "side_by_side.mp4 (source | per-frame edit | walkreg), source.mp4, per_frame_edit.mp4, walkreg.mp4, scores.json "
     "and HTML reports into --out. The scores are those walkreg score gives on the written files. The outputs are "
-    "written together or not at all, and replace existing files of the same names."
+    "written together or not at all, and replace existing files of the same names. With --diffusion the per-frame "
+    "edit is a real diffusion edit instead (SDEdit by the small model trained in this repository; needs "
+    "walkreg[diffusers]) and walkreg's version is the same edit with latent propagation and walk-back guidance."
 )
 KEYS = ("consistency", "walk_back", "agreement", "flow_warp_error")
 
@@ -33,13 +36,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed",
         type=int,
         default=0,
-        help="seed of the per-frame edit's palettes and colour casts (default: %(default)s)",
+        help="seed of the per-frame edit's palettes and colour casts, or of frame 0's noise with --diffusion "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--diffusion",
+        action="store_true",
+        help="edit with the bundled small diffusion model (img2img per frame) and with walkreg attached to it",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    result = run_demo(out, args.clip, args.encoder, args.frames, args.seed)
+    demo = run_demo
+    if args.diffusion:
+        try:
+            demo = importlib.import_module("walkreg.pipelines.demo").run_diffusion_demo
+        except ImportError as err:
+            raise ValueError(f"`--diffusion` needs diffusers: pip install 'walkreg[diffusers]' ({err}).") from err
+    result = demo(out, args.clip, args.encoder, args.frames, args.seed)
     keys = [k for k in KEYS if k in result.scores["walkreg"].overall]
     lines = [f"{'':<16}" + "".join(f"{k:>17}" for k in keys)]
     for name, score in result.scores.items():

@@ -18,7 +18,7 @@ DESCRIPTION = (
     "and HTML reports into --out. The scores are those walkreg score gives on the written files. The outputs are "
     "written together or not at all, and replace existing files of the same names. With --diffusion the per-frame "
     "edit is a real diffusion edit instead (SDEdit by the small model trained in this repository; needs "
-    "walkreg[diffusers]) and walkreg's version is the same edit with latent propagation and walk-back guidance."
+    "walkreg[diffusers]) and walkreg's version is the same edit with latent propagation."
 )
 KEYS = ("consistency", "walk_back", "agreement", "flow_warp_error")
 
@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--diffusion",
         action="store_true",
-        help="edit with the bundled small diffusion model (img2img per frame) and with walkreg attached to it",
+        help="edit with the bundled small diffusion model (img2img per frame), then with walkreg attached to it "
+        "(default: the stylisation)",
     )
 
 

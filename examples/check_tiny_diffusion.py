@@ -21,15 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image, ImageDraw
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 from train_tiny_diffusion import (
     CARD_BEGIN,
     CARD_END,
     DEFAULT_DATA,
-    NULL_EMBEDS_FILE,
     REPO,
     center_crops,
     format_learned_check,
@@ -38,6 +35,7 @@ from train_tiny_diffusion import (
     random_copy,
 )
 
+from walkreg.pipelines.tiny_diffusion import load_tiny_diffusion
 from walkreg.video import read_video
 
 
@@ -79,23 +77,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"error: `--model` must be a Diffusers directory, but {str(args.model)!r} has no model_index.json."
         )
     return args
-
-
-def load_pipeline(model: Path) -> tuple[StableDiffusionImg2ImgPipeline, torch.Tensor]:
-    """The img2img pipeline (float32, CPU, progress bar off) and the ``(1, 1, D)`` null prompt embedding."""
-    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-        model,
-        text_encoder=None,
-        tokenizer=None,
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
-    if pipe.unet.dtype != torch.float32:  # float16 on disk; diffusers 0.42 loads float32
-        pipe.to(dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, load_file(str(model / NULL_EMBEDS_FILE))["prompt_embeds"].float()
 
 
 def img2img(pipe, frames: torch.Tensor, embeds: torch.Tensor, strength: float, steps: int, seed: int) -> torch.Tensor:
@@ -205,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     """Run both checks, print them, write the strip and, with ``--card``, the model card section."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    pipe, embeds = load_pipeline(args.model)
+    pipe, kwargs = load_tiny_diffusion(path=args.model)
+    embeds = kwargs["prompt_embeds"]  # (1, 1, D)
     held_out = center_crops(load_davis_frames(args.data, 64, stride=8), 64) if (args.data / "davis").is_dir() else None
     sections = []
     if held_out is not None:

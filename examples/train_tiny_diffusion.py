@@ -35,6 +35,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeli
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from walkreg.pipelines.tiny_diffusion import NULL_EMBEDS_FILE
 from walkreg.video import probe_video, read_image, read_video
 
 
@@ -42,7 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 HELD_OUT_CLIPS = ("cups", "carphone")  # tests/fixtures/clips holds trims of these
 HELD_OUT_DAVIS = ("blackswan", "car-roundabout", "dance-twirl")  # tests/fixtures/davis holds trims of these
-NULL_EMBEDS_FILE = "null_prompt_embeds.safetensors"
 CARD_BEGIN, CARD_END = "<!-- learned-check -->", "<!-- /learned-check -->"
 EVAL_TIMESTEPS = (100, 250, 400, 550, 700, 900)
 

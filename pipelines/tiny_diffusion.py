@@ -21,13 +21,19 @@ SHORT_SIDE = 64  # the training crops' size
 FRAME_MULTIPLE = 16  # the VAE's x4 and the UNet's x4 downsampling
 
 
-def load_tiny_diffusion(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch: int = 1):
+def load_tiny_diffusion(
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    batch: int = 1,
+    path: str | Path = TINY_DIFFUSION,
+):
     """Load the model as a ``StableDiffusionImg2ImgPipeline`` (progress bar off) with the null prompt embeddings.
 
     Args:
         device: where to put the pipeline and the embeddings.
         dtype: weights and embeddings dtype (stored as float16; float32 by default).
         batch: the embeddings are expanded to this batch size, which must equal the number of frames per call.
+        path: the model directory (the bundled model by default; ``examples/train_tiny_diffusion.py`` writes others).
 
     Returns:
         ``(pipe, kwargs)`` where ``kwargs`` is ``{"prompt_embeds": ..., "negative_prompt_embeds": ...}``, each
@@ -37,8 +43,9 @@ def load_tiny_diffusion(device: str | torch.device = "cpu", dtype: torch.dtype =
 
     if batch < 1:
         raise ValueError(f"`batch` must be >= 1, but is {batch}.")
+    path = Path(path)
     pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
-        TINY_DIFFUSION,
+        path,
         text_encoder=None,
         tokenizer=None,
         safety_checker=None,
@@ -49,6 +56,6 @@ def load_tiny_diffusion(device: str | torch.device = "cpu", dtype: torch.dtype =
     if pipe.unet.dtype != dtype:  # float16 on disk; diffusers 0.42 loads float32 (its dtype argument was renamed)
         pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
-    embeds = load_file(str(TINY_DIFFUSION / NULL_EMBEDS_FILE))
+    embeds = load_file(str(path / NULL_EMBEDS_FILE))
     kwargs = {k: v.to(device, dtype).expand(batch, -1, -1) for k, v in embeds.items()}
     return pipe, kwargs

@@ -227,7 +227,7 @@ class WalkRegVideoEditPipeline(WalkRegPipelineMixin, StableDiffusionImg2ImgPipel
         walkreg_range: tuple[float, float] = (0.0, 0.8),
         anchor_mix: float = 0.3,
         guidance_weight: float = 0.0,
-        guidance_range: tuple[float, float] = (0.0, 0.3),
+        guidance_range: tuple[float, float] = (0.0, 0.8),
         correspondence_config: CorrespondenceConfig | None = None,
         score: bool = True,
         output_type: str = "pt",
@@ -245,7 +245,7 @@ class WalkRegVideoEditPipeline(WalkRegPipelineMixin, StableDiffusionImg2ImgPipel
                 per frame).
             walkreg_weight, walkreg_range, anchor_mix: :class:`WalkRegCallback` settings;
                 weight 0 is the plain pipeline.
-            guidance_weight, guidance_range: :class:`WalkBackGuidance` settings (0 disables it; it is costly).
+            guidance_weight, guidance_range: :class:`WalkBackGuidance` settings (latent features; 0 disables it).
             score: compute the consistency scores of the result against the source.
             output_type: ``"pt"``, ``"np"`` or ``"pil"``.
             callback_on_step_end: an extra callback, chained after walkreg's.

@@ -1,7 +1,8 @@
 """Speed of ``walkreg score`` / ``walkreg stabilize`` against the encoder's own feature pass, and peak memory against
 clip length, in one run.
 
-Each measurement runs in a fresh subprocess (so ``ru_maxrss`` is that run's peak) on the first N frames of a real
+Each measurement runs in a fresh subprocess (its peak resident memory is ``VmHWM``, which, unlike ``ru_maxrss``,
+does not start from the forking parent's size) on the first N frames of a real
 480p clip, streamed from disk as the CLI does. ``features`` is one pass of the encoder over the clip (what any
 consumer of the features pays at least once); ``score`` needs two (source and edit) plus the walks; ``stabilize``
 one plus the walks. The ratio column divides each task's time by the feature pass of the same length, measured in
@@ -20,7 +21,7 @@ from machine import describe
 
 
 CHILD = r"""
-import json, resource, sys, time, torch
+import json, sys, time, torch
 from walkreg.features import create_features
 from walkreg.scoring import ScoreConfig, score_clip
 from walkreg.stabilize import StabilizeConfig, stabilize
@@ -40,7 +41,8 @@ else:
     for _ in stabilize(clip(), clip(), encoder, StabilizeConfig(method=task.split(":")[1])):
         pass
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak = [line for line in open("/proc/self/status") if line.startswith("VmHWM")][0].split()[1]  # this process's own
+print(json.dumps({"seconds": seconds, "peak_mib": int(peak) / 1024}))
 """
 
 

@@ -26,7 +26,7 @@ import json
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,18 +58,16 @@ class Mechanism:
     callback: dict | None = None
     guidance: dict | None = None
     layouts: tuple[str, ...] = ("per-frame", "animatediff", "cogvideox")
-    results: list = field(default_factory=list)
 
 
 def mechanisms() -> list[Mechanism]:
     found = [Mechanism("plain")]
     found += [Mechanism(f"callback w={w}", callback={"weight": w}) for w in (0.25, 0.5, 1.0)]
-    for end in (0.3, 0.8):
+    for end in (0.3, 0.8):  # weight 0.2, end 0.8 is WalkBackGuidance's default
         found += [
             Mechanism(f"guidance latent w={w} end={end}", guidance={"weight": w, "end": end, "features": "latent"})
             for w in (0.05, 0.2, 0.5)
         ]
-    found.append(Mechanism("guidance (defaults)", guidance={}))
     found.append(
         Mechanism(
             "guidance crw w=0.2 end=0.8",

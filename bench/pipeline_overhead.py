@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -49,10 +50,13 @@ from walkreg.pipelines import (
 from walkreg.pipelines.guidance import walk_back_against_source
 from walkreg.pipelines.schedules import SchedulerTap
 from walkreg.video import read_video
-from walkreg.walks import transition_matrix
 
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the dense reference lives with its test
+from test_guidance import dense_walk_back  # noqa: E402
+
+
 SD15_UNET = {
     "sample_size": 64,
     "in_channels": 4,
@@ -115,25 +119,6 @@ class PeakTensorMemory(TorchDispatchMode):
                 weakref.finalize(storage, self._free, storage.nbytes())
         self.peak = max(self.peak, self.live)
         return out
-
-
-def dense_walk_back(
-    features: torch.Tensor, correspondences: SourceCorrespondences, temperature: float
-) -> torch.Tensor:
-    """The walk-back loss with the full ``(B, N, N)`` edited transition matrix per frame pair (the former
-    implementation; ``features`` ``(B, C, F, h, w)``)."""
-    b, _, f, h, w = features.shape
-    nodes = features.flatten(3)
-    home = torch.arange(h * w).view(h * w, 1)
-    total = weight_sum = 0.0
-    for i in range(1, f):
-        edited = transition_matrix(nodes[:, :, i - 1], nodes[:, :, i], temperature)
-        source = correspondences.previous[i]
-        returned = (source.weights[0] * edited[:, source.indices[0], home]).sum(-1)
-        confidence = correspondences.previous_confidence[i]
-        total = total + (-torch.log(returned + 1e-20) * confidence).sum()
-        weight_sum = weight_sum + confidence.sum() * b
-    return total / weight_sum.clamp_min(1e-12)
 
 
 def forward_backward(loss_fn, features: torch.Tensor, correspondences: SourceCorrespondences) -> float:

@@ -9,7 +9,7 @@
     should change more than the source does) and how much the outputs resemble the source (L1, and L1 after an
     8x8 blur, which keeps the layout and drops the texture). Usage:
 
-    OMP_NUM_THREADS=1 python examples/check_tiny_diffusion.py --out /tmp/tiny-strip.png
+    OMP_NUM_THREADS=1 python examples/check_tiny_diffusion.py --out learned-check.png
 """
 
 from __future__ import annotations

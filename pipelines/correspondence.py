@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from walkreg.encoder import CRWEncoder
 from walkreg.progress import progress
-from walkreg.walks import SparseTransitions, WalkConfig, compose, local_transitions, round_trip_confidence
+from walkreg.walks import SparseTransitions, WalkConfig, compose, local_transitions_both_ways, round_trip_confidence
 
 from .layouts import LatentLayout
 
@@ -134,7 +134,7 @@ class SourceCorrespondences:
             frames[: last + 1], size=(8 * h, 8 * w), mode="bilinear", antialias=True, align_corners=False
         )
         features = encoder.iter_features(resized.clamp(0, 1), chunk_size=config.chunk_size)
-        local = lambda q, k: local_transitions(q, k, config.temperature, config.radius, config.top_k)  # noqa: E731
+        both_ways = lambda a, b: local_transitions_both_ways(a, b, config.temperature, config.radius, config.top_k)  # noqa: E731
 
         def confidence(there: SparseTransitions, back: SparseTransitions) -> torch.Tensor:
             return round_trip_confidence(there, back, w, config.home_radius, config.full_mass).cpu()
@@ -147,12 +147,12 @@ class SourceCorrespondences:
             if s == 0:
                 first = before = feat
                 continue
-            back, fwd = local(feat, before), local(before, feat)
+            back, fwd = both_ways(feat, before)
             back_chain = back if back_chain is None else compose(back, back_chain, config.top_k)
             fwd_chain = fwd if fwd_chain is None else compose(fwd_chain, fwd, config.top_k)
             before = feat
             if s == layout.source_frame(len(previous)):
-                to_first, from_first = local(feat, first), local(first, feat)
+                to_first, from_first = both_ways(feat, first)
                 previous.append(back_chain)
                 anchor.append(to_first)
                 prev_conf.append(confidence(back_chain, fwd_chain))

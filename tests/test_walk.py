@@ -5,7 +5,7 @@ from reference_crw import reference_walk_loss
 from testing_utils import assert_tensors_close
 
 from walkreg import local_transitions, transition_matrix, walk_back_loss
-from walkreg.walks import compose, round_trip_confidence
+from walkreg.walks import compose, local_transitions_both_ways, round_trip_confidence
 
 
 def random_nodes(b=2, c=32, t=5, n=49, seed=0):
@@ -54,6 +54,15 @@ def test_local_transitions_equal_masked_dense(h, w, radius, top_k):
     assert_tensors_close(dense.sum(-1), torch.ones(2, h * w))
     values = torch.randn(2, 3, h * w, generator=g)
     assert_tensors_close(sparse.apply(values), torch.einsum("bnm,blm->bln", expected, values), atol=1e-5)
+
+
+@pytest.mark.parametrize(("h", "w", "radius", "top_k"), [(9, 14, 3, None), (13, 21, 4.5, 6), (17, 30, 6, 8)])
+def test_both_ways_equal_two_steps(h, w, radius, top_k):
+    g = torch.Generator().manual_seed(2)
+    a, b = (F.normalize(torch.randn(2, 16, h, w, generator=g), dim=1) for _ in range(2))
+    there, back = local_transitions_both_ways(a, b, 0.1, radius, top_k)
+    assert_tensors_close(there.to_dense(), local_transitions(a, b, 0.1, radius, top_k).to_dense(), atol=1e-6)
+    assert_tensors_close(back.to_dense(), local_transitions(b, a, 0.1, radius, top_k).to_dense(), atol=1e-6)
 
 
 @pytest.mark.parametrize("t", [3, 4, 6])

@@ -185,7 +185,7 @@ class _SourcePair:
 
 def _source_pair(prev, current, cfg: ScoreConfig) -> _SourcePair:
     (frame0, f0, _), (frame1, f1, _) = prev, current
-    back, there = cfg.walk.step(f1, f0), cfg.walk.step(f0, f1)
+    back, there = cfg.walk.steps_both_ways(f1, f0)
     confidence = home_mass([back], [there], f1.shape[-1], cfg.home_radius)
     return _SourcePair(back, there, confidence, guide_flow(frame0, frame1) if cfg.include_flow else None)
 
@@ -346,8 +346,8 @@ def _score_pair(
     _, f1, v1, c1, src1 = current
     h, w = f1.shape[-2:]
     walk = cfg.walk
-    backward = walk.step(f1, f0)  # plain: reused by `agreement`
-    steps.append((leaky(walk.step(f0, f1), c0, c1, cfg.colour_scale), leaky(backward, c1, c0, cfg.colour_scale)))
+    forward, backward = walk.steps_both_ways(f0, f1)  # the plain backward step is reused by `agreement`
+    steps.append((leaky(forward, c0, c1, cfg.colour_scale), leaky(backward, c1, c0, cfg.colour_scale)))
     # palindromes that turn at this new frame: one per start frame still inside the window
     for depth in range(1, len(steps) + 1):
         chosen = list(steps)[-depth:]

@@ -148,7 +148,7 @@ class _CRWMotion:
     def __call__(self, previous: tuple, current: tuple) -> PairMotion:
         (src_prev, feats_prev), (src, feats) = previous, current
         grid, size = tuple(feats.shape[-2:]), src.shape[-2:]
-        back, there = self.config.walk.step(feats, feats_prev), self.config.walk.step(feats_prev, feats)
+        back, there = self.config.walk.steps_both_ways(feats, feats_prev)
         motions = self._pixels(back, src, src_prev, grid), self._pixels(there, src_prev, src, grid)
         visible = self._visible(back, there, grid, size), self._visible(there, back, grid, size)
         return _pair_motion(src_prev, src, motions, visible, self.config.tolerance)

@@ -7,7 +7,8 @@ row-stochastic ``(B, N_a, N_b)``: row ``i`` is the probability of stepping from 
 
 - :func:`transition_matrix`: dense transitions (training, small grids).
 - :func:`local_transitions`: radius-limited top-k transitions between two feature maps, without an ``N x N``
-  matrix; :class:`WalkConfig` holds their hyper-parameters.
+  matrix, and :func:`local_transitions_both_ways` (both directions from one set of affinities);
+  :class:`WalkConfig` holds their hyper-parameters.
 - :meth:`SparseTransitions.apply`: carry values of the key frame onto the query frame.
 - :func:`compose`: a multi-step walk as one transition.
 - :func:`leaky`: a walker that changes colour between cells may leak out of the walk.
@@ -111,6 +112,28 @@ class SparseTransitions:
         return (self.indices.shape[0], self.indices.shape[1], self.num_keys)
 
 
+def _local_affinities(query: torch.Tensor, key: torch.Tensor, radius: float) -> tuple[LocalWindows, torch.Tensor]:
+    """Checked ``(B, C, h, w)`` grids -> their windows and the ``(B, N, O)`` affinities by offset
+    (:meth:`LocalWindows.by_offset`)."""
+    if query.shape != key.shape or query.ndim != 4:
+        raise ValueError(
+            "`query` and `key` must both have shape (B, C, h, w), "
+            f"but got {tuple(query.shape)} and {tuple(key.shape)}."
+        )
+    windows = LocalWindows.cached(query.shape[-2], query.shape[-1], float(radius), device=str(query.device))
+    sims = windows.window_similarities(windows.queries(windows.pad(query)), windows.pad(key))  # (B, tiles, S, W)
+    return windows, windows.by_offset(sims)
+
+
+def _strongest(windows: LocalWindows, affinity: torch.Tensor, temperature: float, top_k: int | None):
+    """``(B, N, O)`` affinities by offset -> :class:`SparseTransitions` of the ``top_k`` strongest of each row."""
+    k = windows.num_offsets if top_k is None else min(top_k, windows.num_offsets)
+    values, slots = affinity.topk(k, dim=-1)
+    weights = F.softmax(values / temperature, dim=-1)  # cells outside the frame are -inf: weight 0
+    keys = windows.offset_keys.expand(affinity.shape[0], -1, -1).gather(-1, slots)
+    return SparseTransitions(keys.clamp(max=windows.num_cells - 1), weights, windows.num_cells)
+
+
 def local_transitions(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -124,24 +147,29 @@ def local_transitions(
         query: ``(B, C, h, w)`` L2-normalised features of the frame the walk leaves.
         key: ``(B, C, h, w)`` L2-normalised features of the frame it reaches (same grid).
         radius: a query cell may step to key cells at Euclidean distance strictly below ``radius`` (in cells).
-        top_k: keep the ``top_k`` largest affinities inside the neighbourhood (``None`` keeps the whole window).
+        top_k: keep the ``top_k`` largest affinities inside the neighbourhood (``None`` keeps all of it).
 
     Returns:
-        :class:`SparseTransitions` with ``N = M = h * w``; entries outside the neighbourhood have weight 0.
+        :class:`SparseTransitions` with ``N = M = h * w``; entries outside the frame have weight 0.
     """
     check_temperature(temperature)
-    if query.shape != key.shape or query.ndim != 4:
-        raise ValueError(
-            "`query` and `key` must both have shape (B, C, h, w), "
-            f"but got {tuple(query.shape)} and {tuple(key.shape)}."
-        )
-    windows = LocalWindows.cached(query.shape[-2], query.shape[-1], float(radius), device=str(query.device))
-    sims = windows.window_similarities(windows.queries(windows.pad(query)), windows.pad(key))  # (B, tiles, S, W)
-    k = windows.window_size if top_k is None else min(top_k, windows.window_size)
-    values, slots = sims.topk(k, dim=-1)
-    weights = F.softmax(values / temperature, dim=-1)  # cells outside the frame or radius are -inf: weight 0
-    indices = windows.key_cells(slots).clamp(max=windows.num_cells - 1)
-    return SparseTransitions(windows.to_cells(indices), windows.to_cells(weights), windows.num_cells)
+    windows, affinity = _local_affinities(query, key, radius)
+    return _strongest(windows, affinity, temperature, top_k)
+
+
+def local_transitions_both_ways(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    temperature: float = 0.05,
+    radius: float = 12.0,
+    top_k: int | None = None,
+) -> tuple[SparseTransitions, SparseTransitions]:
+    """:func:`local_transitions` from ``a`` to ``b`` and from ``b`` to ``a`` (both ``(B, C, h, w)``), at the cost of
+    one affinity computation: the two directions share their dot products."""
+    check_temperature(temperature)
+    windows, affinity = _local_affinities(a, b, radius)
+    there = _strongest(windows, affinity, temperature, top_k)
+    return there, _strongest(windows, windows.reverse(affinity), temperature, top_k)
 
 
 @dataclass(frozen=True)
@@ -175,6 +203,10 @@ class WalkConfig:
     def step(self, query: torch.Tensor, key: torch.Tensor) -> SparseTransitions:
         """:func:`local_transitions` from the cells of ``query`` to those of ``key`` (both ``(B, C, h, w)``)."""
         return local_transitions(query, key, self.temperature, self.radius, self.top_k)
+
+    def steps_both_ways(self, a: torch.Tensor, b: torch.Tensor) -> tuple[SparseTransitions, SparseTransitions]:
+        """The steps ``a -> b`` and ``b -> a`` (:func:`local_transitions_both_ways`)."""
+        return local_transitions_both_ways(a, b, self.temperature, self.radius, self.top_k)
 
 
 def leaky(

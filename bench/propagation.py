@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,15 +23,12 @@ import torch.nn.functional as F
 from machine import describe
 
 from walkreg import CRWEncoder, PropagationConfig, propagate
+from walkreg.evaluation import peak_rss_mb
 from walkreg.video import read_annotation, read_video
 
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (480, 854)
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def load_inputs(args) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@
 The batch is the official recipe: 2 clips x 4 frames x 49 patches of 64x64 (a 7x7 grid at stride 32 of 256x256
 crops), made from real footage (tests/fixtures/clips/cups.mp4) by walkreg's training augmentation; temperature
 0.05, edge dropout 0.1 (same masks for every variant). Every variant runs in its own subprocess, so each peak RSS
-(``ru_maxrss``) is that variant's own; all of them load the same weights and input, and the loss is printed so
+(``VmHWM``) is that variant's own; all of them load the same weights and input, and the loss is printed so
 equal loss can be checked.
 
     python bench/train_step.py                       # ResNet-18 and the small variant
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import torch
 from machine import describe
+
+from walkreg.evaluation import peak_rss_mb
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def run_variant(path: Path, options: dict, repeats: int) -> dict:
     return {
         "times": times,
         "first_seconds": first_time,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": peak_rss_mb() / 1024,
         "loss": loss,
         "grad_norm": grad.float().norm().item(),
     }

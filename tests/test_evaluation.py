@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -277,3 +279,13 @@ def test_full_protocol_on_shared_480p_blackswan(tmp_path):
     result = evaluate_sequence(SHARED_DATA / "davis", "blackswan", LabFeatures().iter_features, tmp_path / "pred")
     assert result.num_frames == 50 and len(result.objects[0].j_per_frame) == 48
     assert result.objects[0].j.mean > 0.5
+
+
+def test_peak_rss_follows_this_process_own_allocations():
+    code = (
+        "import torch; from walkreg.evaluation import peak_rss_mb; a = peak_rss_mb(); "
+        "b = torch.ones(64 * 2**20); print(a, peak_rss_mb())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after = map(float, out.split())
+    assert after - before >= 200  # the 256 MiB block, written

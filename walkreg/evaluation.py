@@ -301,7 +301,15 @@ def _unknown_ids_message(name: str, objects: list[int], unknown: dict[int, str])
 
 
 def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process in MiB (None where the platform does not report it)."""
+    """Peak resident memory of this process in MiB (None where the platform does not report it).
+
+    On Linux it is ``VmHWM``, this process's own high-water mark: ``ru_maxrss`` of a process started by ``exec``
+    counts the memory of the process that forked it."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     try:
         import resource
     except ImportError:

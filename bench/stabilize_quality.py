@@ -11,12 +11,17 @@ per-frame edit. Per family and method the cut is interpolated (linearly in PSNR)
 
 Methods (the ablation): ``crw`` (the default: the bundled encoder's transitions, soft placement, refinement on the
 source pixels), the same fed with ``random-resnet18`` and ``lab`` transitions, ``crw`` without the refinement
-(soft placement alone), ``flow`` (DIS flow in the same filter), ``ema`` (no motion, same filter) and ``today``
-(``walkreg/stabilize.py`` of the checked-out git revision ``HEAD``, its ``crw``). The source motion of each
-method is computed once per clip and reused for every edit and strength (``walkreg.stabilize.source_motion``).
+(soft placement alone), ``flow`` (DIS flow in the same filter), ``ema`` (no motion, same filter) and ``before``
+(``walkreg/stabilize.py`` of the git revision ``--before``, ``HEAD`` by default, its ``crw``; ``a52650f^`` is the
+low-band, one-way filter walkreg had before this benchmark). The source motion of each method is computed once per
+clip and reused for every edit and strength (``walkreg.stabilize.source_motion``).
+
+A reference row, ``unedited source``, is the cut the source clip itself has against each edit
+(``1 - warp error(source) / warp error(edit)``): the metric's floor (flow errors, lighting, occlusion borders) is in
+every output, so no method that keeps the edit gets far past it.
 
 Speed: ``walkreg stabilize`` as the CLI streams it (fresh subprocess per run, so peak RSS is that run's) on the
-first N frames of a 480p clip, today's against the new methods. Usage:
+first N frames of a 480p clip, ``--before``'s filter against the methods of the working tree. Usage:
 
     python bench/stabilize_quality.py --json runs/stabilize_quality.json
 """
@@ -48,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 CLIPS = ["bedroom", "cups", "davis-cows", "davis-kite-surf"]
 FAMILIES = ["grade", "palette", "stylise", "clahe", "grain"]
-# method -> (features, StabilizeConfig keywords); "today" is HEAD's stabilize
+# method -> (features, StabilizeConfig keywords); "before" is the stabilize of the revision --before
 METHODS = {
     "crw": ("default", {}),
     "crw random-resnet18": ("random-resnet18", {}),
@@ -56,7 +61,7 @@ METHODS = {
     "crw no refinement": ("default", {"refine": False}),
     "flow": (None, {"method": "flow"}),
     "ema": (None, {"method": "ema"}),
-    "today": ("default", {}),
+    "before": ("default", {}),
 }
 LEVELS = (30.0, 33.0)
 
@@ -144,14 +149,14 @@ def psnr(clip: torch.Tensor, reference: torch.Tensor) -> float:
     return float(-10 * torch.log10((clip - reference).square().mean().clamp_min(1e-12)))
 
 
-def todays_stabilize():
-    """``walkreg/stabilize.py`` as committed at ``HEAD``, loaded as its own module."""
+def stabilize_at(revision: str):
+    """``walkreg/stabilize.py`` as committed at git ``revision``, loaded as its own module."""
     text = subprocess.run(
-        ["git", "show", "HEAD:walkreg/stabilize.py"], capture_output=True, text=True, check=True, cwd=ROOT
+        ["git", "show", f"{revision}:walkreg/stabilize.py"], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout
-    path = Path(tempfile.mkdtemp()) / "stabilize_today.py"
+    path = Path(tempfile.mkdtemp()) / "stabilize_before.py"
     path.write_text(text)
-    spec = importlib.util.spec_from_file_location("stabilize_today", path)
+    spec = importlib.util.spec_from_file_location("stabilize_before", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
@@ -161,12 +166,12 @@ def todays_stabilize():
 class Runner:
     """Stabilises any edit of one clip with one method at any strength (source motion computed once)."""
 
-    def __init__(self, method: str, source: torch.Tensor, encoders: dict, today):
+    def __init__(self, method: str, source: torch.Tensor, encoders: dict, before):
         features, options = METHODS[method]
-        self.method, self.source, self.options, self.today = method, source, options, today
+        self.method, self.source, self.options, self.before = method, source, options, before
         self.encoder = encoders.get(features)
         start = time.perf_counter()
-        if method == "today":
+        if method == "before":
             self.motion = None
             list(self.encoder.iter_features(source))  # fill the cache, as the others pay their motion here
         else:
@@ -174,14 +179,14 @@ class Runner:
         self.motion_seconds = time.perf_counter() - start
 
     def __call__(self, edited: torch.Tensor, strength: float) -> torch.Tensor:
-        if self.method == "today":
-            config = self.today.StabilizeConfig(strength=strength)
-            return torch.stack(list(self.today.stabilize(self.source, edited, self.encoder, config)))
+        if self.method == "before":
+            config = self.before.StabilizeConfig(strength=strength)
+            return torch.stack(list(self.before.stabilize(self.source, edited, self.encoder, config)))
         config = StabilizeConfig(strength=strength, **self.options)
         return torch.stack(list(stabilize_along(self.source, edited, self.motion, config)))
 
 
-def measure_clip(name: str, args, encoders: dict, today) -> dict:
+def measure_clip(name: str, args, encoders: dict, before) -> dict:
     """Every family x method x strength on one clip: warp error and PSNR."""
     source = load_clip(name, args.frames, args.height)
     flows = [guide_flow(source[t], source[t + 1]) for t in range(len(source) - 1)]
@@ -190,7 +195,7 @@ def measure_clip(name: str, args, encoders: dict, today) -> dict:
     result["edit_warp_error"] = {family: mean_warp_error(flows, edit) for family, edit in edits.items()}
     result["motion_seconds"], result["runs"] = {}, []
     for method in args.methods:
-        runner = Runner(method, source, encoders, today)
+        runner = Runner(method, source, encoders, before)
         result["motion_seconds"][method] = runner.motion_seconds
         for family, strength in progress(
             [(f, s) for f in args.families for s in args.strengths], desc=f"{name} {method}", unit="run"
@@ -241,10 +246,10 @@ from walkreg.features import create_features
 from walkreg.video import iter_frames
 task, path, frames, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
-if task == "today":
+if task == "before":
     import importlib.util
-    spec = importlib.util.spec_from_file_location("today", sys.argv[5])
-    module = importlib.util.module_from_spec(spec); sys.modules["today"] = module; spec.loader.exec_module(module)
+    spec = importlib.util.spec_from_file_location("before", sys.argv[5])
+    module = importlib.util.module_from_spec(spec); sys.modules["before"] = module; spec.loader.exec_module(module)
     run = lambda s, e, enc: module.stabilize(s, e, enc, module.StabilizeConfig())
 else:
     from walkreg.stabilize import StabilizeConfig, stabilize
@@ -260,9 +265,9 @@ print(json.dumps({"seconds": seconds, "peak_mib": int(peak) / 1024}))
 """
 
 
-def measure_speed(task: str, clip: Path, frames: int, threads: int, today_path: Path) -> dict:
+def measure_speed(task: str, clip: Path, frames: int, threads: int, before_path: Path) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", SPEED_CHILD, task, str(clip), str(frames), str(threads), str(today_path), str(ROOT)],
+        [sys.executable, "-c", SPEED_CHILD, task, str(clip), str(frames), str(threads), str(before_path), str(ROOT)],
         capture_output=True, text=True, env={"WALKREG_NO_PROGRESS": "1", "PATH": "", "OMP_NUM_THREADS": str(threads)},
     )  # fmt: skip
     if result.returncode:
@@ -276,9 +281,8 @@ def quality_tables(clips: list[dict], args) -> dict:
     for family in args.families:
         print(f"\n### {family}: warp-error cut % / PSNR dB per strength (mean over {len(clips)} clips)")
         edit_we = np.mean([c["edit_warp_error"][family] for c in clips])
-        print(
-            f"per-frame edit warp error {edit_we:.4f}, source {np.mean([c['source_warp_error'] for c in clips]):.4f}"
-        )
+        source_we = np.mean([c["source_warp_error"] for c in clips])
+        print(f"per-frame edit warp error {edit_we:.4f}, unedited source {source_we:.4f}")
         print("| method | " + " | ".join(f"s={s}" for s in args.strengths) + " |")
         print("|---|" + "---|" * len(args.strengths))
         for method in args.methods:
@@ -295,7 +299,34 @@ def quality_tables(clips: list[dict], args) -> dict:
             known = [v for v, _ in cuts if v is not None]
             mean = f"{100 * np.mean(known):.1f}" if len(known) == len(cuts) else "n/a"
             print(f"| {method} | " + " | ".join(show(*c) for c in cuts) + f" | {mean} |")
+        floor = [source_cut(clips, family) for family in args.families]
+        print("| unedited source (the metric's floor) | " + " | ".join(f"{100 * c:.1f}" for c in floor)
+              + f" | {100 * np.mean(floor):.1f} |")  # fmt: skip
+    for family in args.families:
+        summary[family]["unedited source"] = source_cut(clips, family)
+    per_clip_table(clips, args, LEVELS[0])
     return summary
+
+
+def per_clip_table(clips: list[dict], args, level: float) -> None:
+    """Print, per clip, each method's cut at PSNR ``level`` averaged over the families (a family whose every
+    strength stays above ``level`` counts with its strongest cut; one that never reaches it makes the mean n/a),
+    next to the unedited source's: motion can only matter where the clip moves."""
+    print(f"\n### per clip: warp-error cut % at {level:g} dB, mean over the families")
+    print("| clip | source warp error | " + " | ".join(args.methods) + " | unedited source |")
+    print("|---|---|" + "---|" * (len(args.methods) + 1))
+    for clip in clips:
+        cells = []
+        for method in args.methods:
+            cuts = [cut_at(curve([clip], family, method, args.strengths), level)[0] for family in args.families]
+            cells.append("n/a" if None in cuts else f"{100 * np.mean(cuts):.1f}")
+        floor = np.mean([source_cut([clip], family) for family in args.families])
+        print(f"| {clip['clip']} | {clip['source_warp_error']:.4f} | " + " | ".join(cells) + f" | {100 * floor:.1f} |")
+
+
+def source_cut(clips: list[dict], family: str) -> float:
+    """The cut of the unedited source clip against the per-frame edit of ``family``, mean over the clips."""
+    return float(np.mean([1 - c["source_warp_error"] / c["edit_warp_error"][family] for c in clips]))
 
 
 def main() -> None:
@@ -310,21 +341,22 @@ def main() -> None:
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.15, 0.35, 0.55, 0.75, 0.9])
     parser.add_argument("--speed-clip", default=str(VIDEOS / "cups.mp4"), help="a 480p clip for the speed runs")
     parser.add_argument("--speed-lengths", type=int, nargs="*", default=[8, 16, 32])
-    parser.add_argument("--speed-tasks", nargs="*", default=["today", "crw", "flow", "ema"])
+    parser.add_argument("--speed-tasks", nargs="*", default=["before", "crw", "flow", "ema"])
+    parser.add_argument("--before", default="HEAD", help="git revision whose stabilize is the method `before`")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (quality and speed runs)")
     parser.add_argument("--json", help="write every measurement here")
     args = parser.parse_args()
     print(describe())
     torch.set_num_threads(args.threads)
-    today = todays_stabilize()
+    before = stabilize_at(args.before)
     names = {METHODS[m][0] for m in args.methods} - {None}
     encoders = {name: CachedFeatures(create_features(name)) for name in names}
     clips = []
     for name in args.clips:
         encoders = {key: CachedFeatures(enc.features) for key, enc in encoders.items()}  # a fresh cache per clip
-        clips.append(measure_clip(name, args, encoders, today))
+        clips.append(measure_clip(name, args, encoders, before))
     summary = report_quality(clips, args) if clips else {}
-    speed = measure_speeds(args, Path(today.__file__)) if args.speed_lengths else []
+    speed = measure_speeds(args, Path(before.__file__)) if args.speed_lengths else []
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         body = {"command": describe(), "args": vars(args), "clips": clips, "summary": summary, "speed": speed}
@@ -343,16 +375,16 @@ def report_quality(clips: list[dict], args) -> dict:
     return summary
 
 
-def measure_speeds(args, today_path: Path) -> list[dict]:
+def measure_speeds(args, before_path: Path) -> list[dict]:
     """Print and return the speed runs: every ``--speed-tasks`` at every ``--speed-lengths``."""
     print(f"\n### speed: stabilize at 480p, {Path(args.speed_clip).name}, bundled encoder, {args.threads} thread(s)")
-    print("| method | frames | seconds | fps | x today | peak RSS MiB |")
+    print(f"| method | frames | seconds | fps | x before ({args.before}) | peak RSS MiB |")
     print("|---|---|---|---|---|---|")
     speed = []
     for frames in args.speed_lengths:
         base = None
         for task in args.speed_tasks:
-            r = measure_speed(task, Path(args.speed_clip), frames, args.threads, today_path)
+            r = measure_speed(task, Path(args.speed_clip), frames, args.threads, before_path)
             base = base or r["seconds"]
             speed.append(r)
             print(f"| {task} | {frames} | {r['seconds']:.1f} | {frames / r['seconds']:.2f} | "

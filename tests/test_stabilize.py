@@ -6,7 +6,7 @@ import walkreg.flow
 from walkreg.cli import main
 from walkreg.cli import stabilize as stabilize_cli
 from walkreg.features import RGBFeatures
-from walkreg.motion import refine_motion, soft_placement
+from walkreg.motion import local_error, pick_motion, refine_motion, soft_placement
 from walkreg.stabilize import StabilizeConfig, source_motion, stabilize, stabilize_along
 from walkreg.video import probe_video, read_video, write_video
 from walkreg.walks import SparseTransitions
@@ -91,6 +91,25 @@ def test_soft_placement_and_refinement_reach_sub_pixel_motion():
     moved = walkreg.flow.warp(video, -true)  # moved(x) = video(x - true): video(x) = moved(x + true)
     refined = refine_motion(video, moved, true + torch.tensor([3.0, -2.0]).view(2, 1, 1))
     assert (refined - true)[:, 16:-16, 16:-16].abs().median() < 0.25
+
+
+def test_local_error_is_the_mean_over_the_window_inside_the_frame_and_picks_the_better_motion():
+    g = torch.Generator().manual_seed(4)
+    frame, target = torch.rand(3, 7, 10, generator=g), torch.rand(3, 7, 10, generator=g)
+    still = torch.zeros(2, 7, 10)
+    pixel = (target - frame).abs().mean(0)
+    error = local_error(frame, target, still, radius=2)
+    for y, x in [(0, 0), (3, 5), (6, 9), (1, 8)]:  # corners, the middle, near an edge
+        window = pixel[max(y - 2, 0) : y + 3, max(x - 2, 0) : x + 3]
+        assert error[y, x] == pytest.approx(float(window.mean()), abs=1e-6)
+    # per pixel, the candidate that explains the target better wins; ties go to the first
+    shifted = walkreg.flow.warp(frame, torch.stack([torch.full((7, 10), -1.0), torch.zeros(7, 10)]))
+    right = torch.stack([torch.ones(7, 10), torch.zeros(7, 10)])
+    picked = pick_motion(frame, shifted, [still, right], radius=1)
+    assert picked[0, :, 1:-1].eq(1).float().mean() > 0.9
+    flat = torch.full((3, 7, 10), 0.5)  # every motion explains a flat frame equally well
+    assert pick_motion(flat, flat, [still, right], radius=1).eq(still).all()
+    assert pick_motion(flat, flat, [right, still], radius=1).eq(right).all()
 
 
 def test_stabilize_keeps_high_frequencies_and_an_unflickering_edit(clips):

@@ -52,11 +52,21 @@ def _grey(frame: torch.Tensor) -> torch.Tensor:
     return torch.einsum("c,chw->hw", frame.new_tensor(_LUMA), frame)[None, None]
 
 
+def _running_mean(image: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Mean over the ``2 * radius + 1`` entries around each entry of ``image`` along ``dim`` (-1 or -2; at the edges
+    over the entries inside), from a running sum: the cost does not grow with ``radius``."""
+    size, side = image.shape[dim], 2 * radius + 1
+    padding = (radius + 1, radius) if dim == -1 else (0, 0, radius + 1, radius)
+    totals = F.pad(image, padding).cumsum(dim)
+    sums = totals.narrow(dim, side, size) - totals.narrow(dim, 0, size)
+    index = torch.arange(size, device=image.device)
+    counts = (index + radius).clamp(max=size - 1) - (index - radius).clamp(min=0) + 1
+    return sums / (counts if dim == -1 else counts[:, None]).to(image.dtype)
+
+
 def _box(image: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over the ``(2 * radius + 1)`` square around each pixel of ``(1, C, H, W)`` (edges: the pixels inside)."""
-    side = 2 * radius + 1
-    rows = F.avg_pool2d(image, (1, side), stride=1, padding=(0, radius), count_include_pad=False)
-    return F.avg_pool2d(rows, (side, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    return _running_mean(_running_mean(image, radius, -1), radius, -2)
 
 
 def _gradients(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,9 +124,12 @@ def local_error(frame: torch.Tensor, target: torch.Tensor, flow: torch.Tensor, r
 def pick_motion(frame: torch.Tensor, target: torch.Tensor, candidates: list[torch.Tensor], radius: int = 4):
     """Per pixel, the candidate ``(2, H, W)`` motion of ``frame`` into ``target`` with the smallest
     :func:`local_error`; ties go to the earlier candidate. Returns ``(2, H, W)``."""
-    errors = torch.stack([local_error(frame, target, flow, radius) for flow in candidates])  # (M, H, W)
-    best = errors.argmin(0, keepdim=True)[None].expand(1, 2, -1, -1)  # (1, 2, H, W)
-    return torch.stack(candidates).gather(0, best)[0]
+    best, least = candidates[0], local_error(frame, target, candidates[0], radius)
+    for flow in candidates[1:]:
+        error = local_error(frame, target, flow, radius)
+        better = error < least  # (H, W)
+        best, least = torch.where(better, flow, best), torch.where(better, error, least)
+    return best
 
 
 def photometric_confidence(

@@ -13,6 +13,7 @@ cells), relative to ``full_mass``. Occluded or ambiguous nodes get low confidenc
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,7 +135,9 @@ class SourceCorrespondences:
             frames[: last + 1], size=(8 * h, 8 * w), mode="bilinear", antialias=True, align_corners=False
         )
         features = encoder.iter_features(resized.clamp(0, 1), chunk_size=config.chunk_size)
-        both_ways = lambda a, b: local_transitions_both_ways(a, b, config.temperature, config.radius, config.top_k)  # noqa: E731
+        both_ways = functools.partial(
+            local_transitions_both_ways, temperature=config.temperature, radius=config.radius, top_k=config.top_k
+        )
 
         def confidence(there: SparseTransitions, back: SparseTransitions) -> torch.Tensor:
             return round_trip_confidence(there, back, w, config.home_radius, config.full_mass).cpu()

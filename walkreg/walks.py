@@ -127,10 +127,9 @@ def _local_affinities(query: torch.Tensor, key: torch.Tensor, radius: float) -> 
 
 def _strongest(windows: LocalWindows, affinity: torch.Tensor, temperature: float, top_k: int | None):
     """``(B, N, O)`` affinities by offset -> :class:`SparseTransitions` of the ``top_k`` strongest of each row."""
-    k = windows.num_offsets if top_k is None else min(top_k, windows.num_offsets)
-    values, slots = affinity.topk(k, dim=-1)
+    values, slots = affinity.topk(affinity.shape[-1] if top_k is None else min(top_k, affinity.shape[-1]), dim=-1)
     weights = F.softmax(values / temperature, dim=-1)  # cells outside the frame are -inf: weight 0
-    keys = windows.offset_keys.expand(affinity.shape[0], -1, -1).gather(-1, slots)
+    keys = windows.offsets.keys.expand(affinity.shape[0], -1, -1).gather(-1, slots)
     return SparseTransitions(keys.clamp(max=windows.num_cells - 1), weights, windows.num_cells)
 
 

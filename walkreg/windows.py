@@ -13,8 +13,24 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import torch
+
+
+class OffsetTables(NamedTuple):
+    """Index tables of the per-cell offset layout of :class:`LocalWindows` (``O`` offsets within the radius).
+
+    Attributes:
+        slots: ``(S, O)`` long, the window slot of each offset from each query slot.
+        keys: ``(N, O)`` long, the cell ``o`` away from each cell (``N`` outside the frame).
+        mirrored: ``(N, O)`` long, the flat ``(N, O)`` position of the mirrored entry ``(i + o, -o)`` (``N * O``
+            outside the frame).
+    """
+
+    slots: torch.Tensor
+    keys: torch.Tensor
+    mirrored: torch.Tensor
 
 
 class LocalWindows:
@@ -29,10 +45,7 @@ class LocalWindows:
         key_index: ``(num_tiles, W)`` long, cell of each key slot (``N`` for padding).
         mask: ``(num_tiles, S, W)`` bool, True where the key is inside the frame and within the radius.
         bias: ``(num_tiles, S, W)`` float, 0 where ``mask`` holds and ``-inf`` elsewhere (added to the affinities).
-        num_offsets: ``O``, the integer offsets ``(dy, dx)`` closer than the radius.
-        offset_slots: ``(S, O)`` long, window slot of each offset from each query slot.
-        offset_keys: ``(N, O)`` long, cell ``o`` away from each cell (``N`` outside the frame).
-        reverse_index: ``(N, O)`` long, flat ``(N, O)`` position of the mirrored entry (``N * O`` outside).
+        offsets: the per-cell offset layout's :class:`OffsetTables` (built on first use).
     """
 
     def __init__(
@@ -75,25 +88,28 @@ class LocalWindows:
         slot_of_cell = torch.empty(self.num_cells, dtype=torch.long, device=device)
         slot_of_cell[self.query_index.flatten()[valid]] = torch.nonzero(valid).squeeze(1)
         self.slot_of_cell = slot_of_cell  # (N,) position of each cell in the flattened (tiles, S) layout
-        self._offset_tables(margin, side, device)
+        self.margin, self.device = margin, device
 
-    def _offset_tables(self, margin: int, side: int, device) -> None:
-        """Index tables of the per-cell offset layout (see :meth:`by_offset`)."""
+    @functools.cached_property
+    def offsets(self) -> OffsetTables:
+        """Index tables of the per-cell offset layout (see :meth:`by_offset`), built once, on first use."""
+        margin, side, device = self.margin, self.tile + 2 * self.margin, self.device
         steps = torch.arange(-margin, margin + 1, device=device)
         dy, dx = torch.meshgrid(steps, steps, indexing="ij")
         near = dy**2 + dx**2 < self.radius**2
         dy, dx = dy[near], dx[near]  # row-major over a centrally symmetric set: offset O-1-o is -(offset o)
-        self.num_offsets = len(dy)
         slots = torch.arange(self.tile_cells, device=device)
         qy, qx = slots.div(self.tile, rounding_mode="floor")[:, None], (slots % self.tile)[:, None]
-        self.offset_slots = (qy + dy + margin) * side + qx + dx + margin  # (S, O)
         cells = torch.arange(self.num_cells, device=device)
         ys, xs = cells.div(self.width, rounding_mode="floor")[:, None] + dy, (cells % self.width)[:, None] + dx
         inside = (ys >= 0) & (ys < self.height) & (xs >= 0) & (xs < self.width)
-        keys = ys * self.width + xs
-        self.offset_keys = torch.where(inside, keys, self.num_cells)  # (N, O) key cell of each offset, N outside
-        mirrored = torch.arange(self.num_offsets - 1, -1, -1, device=device)
-        self.reverse_index = torch.where(inside, keys * self.num_offsets + mirrored, self.num_cells * self.num_offsets)
+        keys, count = ys * self.width + xs, len(dy)
+        mirrored = torch.arange(count - 1, -1, -1, device=device)
+        return OffsetTables(
+            slots=(qy + dy + margin) * side + qx + dx + margin,
+            keys=torch.where(inside, keys, self.num_cells),
+            mirrored=torch.where(inside, keys * count + mirrored, self.num_cells * count),
+        )
 
     @staticmethod
     @functools.lru_cache(maxsize=16)
@@ -135,9 +151,9 @@ class LocalWindows:
 
     def by_offset(self, sims: torch.Tensor) -> torch.Tensor:
         """Window affinities ``(B, tiles, S, W)`` over all tiles -> ``(B, N, O)`` by offset: entry ``(i, o)`` is the
-        affinity of cell ``i`` with the cell ``o`` away from it (``offset_keys[i, o]``), ``-inf`` outside the
+        affinity of cell ``i`` with the cell ``o`` away from it (``offsets.keys[i, o]``), ``-inf`` outside the
         frame. The ``O`` offsets are those within the radius, in row-major order."""
-        index = self.offset_slots.expand(*sims.shape[:2], -1, -1)
+        index = self.offsets.slots.expand(*sims.shape[:2], -1, -1)
         return self.to_cells(sims.gather(-1, index))
 
     def reverse(self, by_offset: torch.Tensor) -> torch.Tensor:
@@ -145,7 +161,7 @@ class LocalWindows:
         ``a`` in the same layout: the same dot products, entry ``(j, o)`` taken from ``(j + o, -o)``."""
         flat = by_offset.flatten(1)
         flat = torch.cat([flat, flat.new_full((flat.shape[0], 1), float("-inf"))], dim=1)
-        return flat.index_select(1, self.reverse_index.flatten()).view_as(by_offset)
+        return flat.index_select(1, self.offsets.mirrored.flatten()).view_as(by_offset)
 
     def key_cells(self, slots: torch.Tensor, tiles: slice = slice(None)) -> torch.Tensor:
         """Window slots ``(B, tiles, S, k)`` -> key cell indices of the same shape (``N`` for padding)."""

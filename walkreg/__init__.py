@@ -32,6 +32,7 @@ _EXPORTS = {
     "WalkBackOutput": "walkreg.loss",
     "create_features": "walkreg.features",
     "local_transitions": "walkreg.walks",
+    "local_transitions_both_ways": "walkreg.walks",
     "propagate": "walkreg.propagation",
     "transition_matrix": "walkreg.walks",
     "walk_back_loss": "walkreg.loss",

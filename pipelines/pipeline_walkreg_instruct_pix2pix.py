@@ -7,7 +7,7 @@ import torch
 from diffusers import StableDiffusionInstructPix2PixPipeline
 from diffusers.utils import replace_example_docstring
 
-from .correspondence import CorrespondenceConfig, as_frames
+from .correspondence import CorrespondenceConfig
 from .pipeline_walkreg_video_edit import WalkRegPipelineMixin
 
 
@@ -87,33 +87,24 @@ class WalkRegInstructPix2PixPipeline(WalkRegPipelineMixin, StableDiffusionInstru
         Returns:
             :class:`WalkRegPipelineOutput`, or ``(frames, consistency)`` when ``return_dict=False``.
         """
-        frames = as_frames(video)
-        self.check_walkreg_inputs(frames, walkreg_weight, walkreg_range, guidance_weight, guidance_range, output_type)
-        text = self.per_frame_text(frames.shape[0], prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)
-        hooks = self.walkreg_hooks(
-            frames,
+        return self.walkreg_call(
+            video,
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
             walkreg_weight,
             walkreg_range,
             anchor_mix,
             guidance_weight,
             guidance_range,
             correspondence_config,
+            score,
+            output_type,
+            return_dict,
             callback_on_step_end,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            image_guidance_scale=image_guidance_scale,
+            generator=generator,
         )
-        with hooks as callbacks:
-            edited = (
-                super()
-                .__call__(
-                    image=frames.to(self._execution_device),
-                    num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale,
-                    image_guidance_scale=image_guidance_scale,
-                    generator=generator,
-                    output_type="pt",
-                    callback_on_step_end=callbacks,
-                    callback_on_step_end_tensor_inputs=callbacks.tensor_inputs,
-                    **text,
-                )
-                .images
-            )
-        return self.walkreg_output(edited.float().cpu(), frames, score, output_type, return_dict)

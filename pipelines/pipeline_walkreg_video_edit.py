@@ -195,6 +195,56 @@ class WalkRegPipelineMixin:
             return edited, scores
         return WalkRegPipelineOutput(frames=edited, consistency=scores)
 
+    def walkreg_call(
+        self,
+        video,
+        prompt,
+        negative_prompt,
+        prompt_embeds,
+        negative_prompt_embeds,
+        walkreg_weight: float,
+        walkreg_range: tuple[float, float],
+        anchor_mix: float,
+        guidance_weight: float,
+        guidance_range: tuple[float, float],
+        correspondence_config: CorrespondenceConfig | None,
+        score: bool,
+        output_type: str,
+        return_dict: bool,
+        callback_on_step_end,
+        **parent_arguments,
+    ):
+        """The body of a walkreg pipeline's ``__call__``: check the inputs, run the parent pipeline's ``__call__``
+        on the frames of ``video`` as its batch, with walkreg's hooks and ``parent_arguments`` (its own settings,
+        such as ``strength``), and return the scored :class:`WalkRegPipelineOutput`."""
+        frames = as_frames(video)
+        self.check_walkreg_inputs(frames, walkreg_weight, walkreg_range, guidance_weight, guidance_range, output_type)
+        text = self.per_frame_text(frames.shape[0], prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)
+        hooks = self.walkreg_hooks(
+            frames,
+            walkreg_weight,
+            walkreg_range,
+            anchor_mix,
+            guidance_weight,
+            guidance_range,
+            correspondence_config,
+            callback_on_step_end,
+        )
+        with hooks as callbacks:
+            edited = (
+                super()
+                .__call__(
+                    image=frames.to(self._execution_device),
+                    output_type="pt",
+                    callback_on_step_end=callbacks,
+                    callback_on_step_end_tensor_inputs=callbacks.tensor_inputs,
+                    **text,
+                    **parent_arguments,
+                )
+                .images
+            )
+        return self.walkreg_output(edited.float().cpu(), frames, score, output_type, return_dict)
+
     def _progress_disabled(self) -> bool:
         return bool(getattr(self, "_progress_bar_config", {}).get("disable", False))
 
@@ -255,35 +305,26 @@ class WalkRegVideoEditPipeline(WalkRegPipelineMixin, StableDiffusionImg2ImgPipel
         Returns:
             :class:`WalkRegPipelineOutput`, or ``(frames, consistency)`` when ``return_dict=False``.
         """
-        frames = as_frames(video)
-        self.check_walkreg_inputs(frames, walkreg_weight, walkreg_range, guidance_weight, guidance_range, output_type)
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"`strength` must be in (0, 1], but is {strength}.")
-        text = self.per_frame_text(frames.shape[0], prompt, negative_prompt, prompt_embeds, negative_prompt_embeds)
-        hooks = self.walkreg_hooks(
-            frames,
+        return self.walkreg_call(
+            video,
+            prompt,
+            negative_prompt,
+            prompt_embeds,
+            negative_prompt_embeds,
             walkreg_weight,
             walkreg_range,
             anchor_mix,
             guidance_weight,
             guidance_range,
             correspondence_config,
+            score,
+            output_type,
+            return_dict,
             callback_on_step_end,
+            strength=strength,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
         )
-        with hooks as callbacks:
-            edited = (
-                super()
-                .__call__(
-                    image=frames.to(self._execution_device),
-                    strength=strength,
-                    num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale,
-                    generator=generator,
-                    output_type="pt",
-                    callback_on_step_end=callbacks,
-                    callback_on_step_end_tensor_inputs=callbacks.tensor_inputs,
-                    **text,
-                )
-                .images
-            )
-        return self.walkreg_output(edited.float().cpu(), frames, score, output_type, return_dict)

@@ -111,14 +111,18 @@ def run_sd(pipe, frames, callback=None, steps=2, **kwargs) -> torch.Tensor:
     ).images
 
 
+def tiny_motion_adapter() -> MotionAdapter:
+    """A random motion adapter that fits :func:`tiny_sd_components` (seed the global RNG first)."""
+    return MotionAdapter(
+        block_out_channels=(8, 8), motion_layers_per_block=2, motion_norm_num_groups=2, motion_num_attention_heads=4
+    )
+
+
 def tiny_animatediff(seed: int = 0) -> AnimateDiffVideoToVideoPipeline:
     components = tiny_sd_components(seed)
     torch.manual_seed(seed)
-    adapter = MotionAdapter(
-        block_out_channels=(8, 8), motion_layers_per_block=2, motion_norm_num_groups=2, motion_num_attention_heads=4
-    )
     pipe = AnimateDiffVideoToVideoPipeline(
-        **components, motion_adapter=adapter, feature_extractor=None, image_encoder=None
+        **components, motion_adapter=tiny_motion_adapter(), feature_extractor=None, image_encoder=None
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -15,11 +15,10 @@ from diffusers import (  # noqa: E402
     AnimateDiffVideoToVideoControlNetPipeline,
     ControlNetModel,
     EulerAncestralDiscreteScheduler,
-    MotionAdapter,
     StableDiffusionInstructPix2PixPipeline,
     UNet2DConditionModel,
 )
-from test_pipelines import EMBED, embeds, tiny_sd_components, to_pil, video  # noqa: E402
+from test_pipelines import EMBED, embeds, tiny_motion_adapter, tiny_sd_components, to_pil, video  # noqa: E402
 from test_pipelines_cli import byte_tokenizer, tiny_text_config  # noqa: E402
 from testing_utils import CLIPS, tiny_encoder  # noqa: E402
 from transformers import CLIPTextModel  # noqa: E402
@@ -68,9 +67,7 @@ def run_ip2p(pipe, frames, callback=None, steps=3) -> torch.Tensor:
 def tiny_animatediff_controlnet(seed: int = 0) -> AnimateDiffVideoToVideoControlNetPipeline:
     components = tiny_sd_components(seed)
     torch.manual_seed(seed)
-    adapter = MotionAdapter(
-        block_out_channels=(8, 8), motion_layers_per_block=2, motion_norm_num_groups=2, motion_num_attention_heads=4
-    )
+    adapter = tiny_motion_adapter()
     controlnet = ControlNetModel(
         block_out_channels=(8, 8),
         layers_per_block=2,

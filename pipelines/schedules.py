@@ -93,6 +93,7 @@ class SchedulerAdapter:
         self.scheduler = scheduler
         self.signature = inspect.signature(type(scheduler).step)
         self.kind = self.prediction_type()
+        self.reset()
 
     def prediction_type(self) -> str:
         kind = self.scheduler.config.get("prediction_type", "epsilon")
@@ -128,7 +129,7 @@ class SchedulerAdapter:
 
     # -- history ---------------------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """A new schedule began: forget any state kept for the previous run."""
+        """Forget any state kept for a run (at construction, and when a new schedule begins)."""
 
     def before_step(self, arguments: dict) -> None:
         """Change the step's bound ``arguments`` in place before the real step runs."""
@@ -157,7 +158,7 @@ class PNDMAdapter(SchedulerAdapter):
 
     def edit_history(self, delta: torch.Tensor) -> None:
         saved = self.scheduler.cur_sample
-        if saved is not None and getattr(self, "_saved_signal", None) is not None and saved.shape == delta.shape:
+        if saved is not None and self._saved_signal is not None and saved.shape == delta.shape:
             self.scheduler.cur_sample = saved + (self._saved_signal * delta).to(saved.dtype)
 
 
@@ -185,14 +186,13 @@ class CogVideoXDPMAdapter(SchedulerAdapter):
         self._pending = None
 
     def before_step(self, arguments: dict) -> None:
-        pending, self._pending = getattr(self, "_pending", None), None
+        pending, self._pending = self._pending, None
         old = arguments.get("old_pred_original_sample")
         if pending is not None and old is not None and old.shape == pending.shape:
             arguments["old_pred_original_sample"] = old + pending.to(old.dtype)
 
     def edit_history(self, delta: torch.Tensor) -> None:
-        pending = getattr(self, "_pending", None)
-        self._pending = delta if pending is None else pending + delta
+        self._pending = delta if self._pending is None else self._pending + delta
 
 
 class SigmaAdapter(SchedulerAdapter):
@@ -257,7 +257,7 @@ class UniPCAdapter(DPMSolverAdapter):
     def edit_history(self, delta: torch.Tensor) -> None:
         super().edit_history(delta)
         last = self.scheduler.last_sample
-        if last is not None and getattr(self, "_last_signal", None) is not None and last.shape == delta.shape:
+        if last is not None and self._last_signal is not None and last.shape == delta.shape:
             self.scheduler.last_sample = last + (self._last_signal * delta).to(last.dtype)
 
 

@@ -319,7 +319,6 @@ class SchedulerTap:
         self._step = type(scheduler).step
         self._run = scheduler.timesteps
         self._last_index: int | None = None
-        self.adapter.reset()
 
     def attach(self) -> SchedulerTap:
         if "step" in vars(self.scheduler):
